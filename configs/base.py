@@ -1,0 +1,42 @@
+"""Settings shared by every model config; each model file changes only what makes it that model."""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Which prepared dataset to train on. With data_dir empty, <workdir>/data is used; the synthetic
+    # corpus (the default) is generated and prepared there on first use.
+    c.data = ml_collections.ConfigDict(dict(
+        data_dir="",
+        corpus="synthetic",
+        source_dir="",  # Set it to prepare a downloaded corpus before training.
+        folds=0,  # >0: train on speaker folds (cross-validation round `fold`) instead of train/val/test.
+        fold=0,
+        split_seed=0,
+        train_split="train",
+        validation_split="validation",
+        test_split="test",
+        max_frames=300,  # Training crops (and pads) to 3 s: one compiled shape.
+        eval_bucket_frames=100,  # Evaluation pads to a multiple of this: few compiles, little waste.
+        worker_threads=2,
+        synthetic=ml_collections.ConfigDict(dict(n_speakers=12, utterances_per_emotion=6, seed=0)),
+    ))
+    # The log-Mel frontend used when this config prepares a corpus (data_prep's defaults).
+    c.features = ml_collections.ConfigDict(dict(
+        sample_rate=16000, n_mels=80, window_ms=25.0, hop_ms=10.0, n_fft=None, fmin=0.0, fmax=None, amin=1e-10))
+    c.model = ml_collections.ConfigDict(dict(
+        name="cnn_bilstm", channels=(32, 64), lstm_hidden=128, pooling="attention", attention_dim=64,
+        dropout=0.3, dtype="float32"))
+    c.train = ml_collections.ConfigDict(dict(
+        batch_size=32, eval_batch_size=64, num_epochs=30, lr=1e-3, warmup_steps=100, final_lr_fraction=0.01,
+        weight_decay=1e-4, grad_clip=1.0, label_smoothing=0.1, log_every_steps=10,
+        checkpoint_every_steps=0, keep_best=3))
+    c.augment = ml_collections.ConfigDict(dict(
+        spec_augment=True, freq_masks=2, freq_mask_width=10, time_masks=2, time_mask_width=25,
+        mixup=False, mixup_alpha=0.4))
+    # Evaluation (--mode=eval): empty fields default to the training dataset's test split.
+    c.eval = ml_collections.ConfigDict(dict(data_dir="", corpus="", split="", checkpoint="best", output_dir=""))
+    return c

@@ -1,0 +1,233 @@
+"""Turns a corpus folder into a TFDS ArrayRecord dataset of log-Mel features (no TensorFlow needed).
+
+TFDS gives the on-disk format, atomic writes (it builds in an `incomplete.*` folder and renames) and
+readers (`tfds.data_source`, `tfds.builder_from_directory`, Grain). This module adds the parallel
+feature extraction, speaker-independent split assignment, normalisation statistics and the report of
+every file that could not be used.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import multiprocessing
+import os
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_prep import splits
+from data_prep.corpora import base
+from ser_jax.audio import AudioError, load_audio
+from ser_jax.features import FeatureConfig, log_mel
+
+VERSION = "1.0.0"
+REPORT_FILE = "prep_report.json"
+TEXT_FIELDS = ("corpus", "speaker", "gender", "text", "intensity", "path")
+
+
+def dataset_config_name(split: str, folds: int | None) -> str:
+    """The TFDS builder-config name: one dataset folder per way of splitting a corpus."""
+    if split not in ("speaker", "all"):
+        raise ValueError(f"--split must be 'speaker' or 'all', got {split!r}")
+    if folds and split != "speaker":
+        raise ValueError("--folds makes speaker folds; it cannot be combined with --split=all")
+    return f"folds{folds}" if folds else split
+
+
+def dataset_dir(data_dir: str, corpus: str, config_name: str) -> str:
+    return os.path.join(data_dir, corpus, config_name, VERSION)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything that determines a dataset's content; a rebuild with other settings is refused."""
+
+    corpus: str
+    split: str = "speaker"
+    folds: int | None = None
+    seed: int = 0
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    features: FeatureConfig = FeatureConfig()
+
+    @property
+    def config_name(self) -> str:
+        return dataset_config_name(self.split, self.folds)
+
+    def as_json(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+@dataclasses.dataclass
+class Prepared:
+    dataset_dir: str
+    counts: dict[str, dict[str, int]]  # split -> emotion -> utterances
+    problems: list[base.Problem]
+    reused: bool
+
+
+def assign_splits(utterances: Sequence[base.Utterance], settings: Settings) -> dict[str, list[base.Utterance]]:
+    genders = {u.speaker: u.gender for u in utterances}
+    if settings.split == "all":
+        of_speaker = {s: "all" for s in genders}
+    elif settings.folds:
+        of_speaker = splits.speaker_folds(genders, settings.folds, seed=settings.seed)
+    else:
+        of_speaker = splits.speaker_splits(genders, validation_fraction=settings.validation_fraction,
+                                           test_fraction=settings.test_fraction, seed=settings.seed)
+    assigned: dict[str, list[base.Utterance]] = collections.defaultdict(list)
+    for u in utterances:
+        assigned[of_speaker[u.speaker]].append(u)
+    return dict(sorted(assigned.items()))
+
+
+def featurize(job: tuple[base.Utterance, FeatureConfig]) -> dict | base.Problem:
+    """One utterance -> a TFDS example, or the Problem that kept it out (runs in worker processes)."""
+    utt, cfg = job
+    try:
+        wave = load_audio(utt.path, cfg.sample_rate)
+    except AudioError as e:
+        return base.Problem(utt.path, e.reason)
+    if wave.size < cfg.win_length:
+        return base.Problem(utt.path, f"too short: {wave.size} samples, under one {cfg.window_ms} ms window")
+    mel = log_mel(wave.astype(np.float64), cfg).astype(np.float32)
+    example = {f: getattr(utt, f) for f in TEXT_FIELDS}
+    example.update(mel=mel, label=utt.emotion, duration=np.float32(wave.size / cfg.sample_rate))
+    return example
+
+
+class _StatsAccumulator:
+    """Per-mel-bin sums in float64, so statistics of any union of splits can be derived exactly."""
+
+    def __init__(self, n_mels: int):
+        self.count, self.sum, self.sumsq = 0, np.zeros(n_mels), np.zeros(n_mels)
+
+    def add(self, mel: np.ndarray):
+        m = mel.astype(np.float64)
+        self.count += m.shape[0]
+        self.sum += m.sum(0)
+        self.sumsq += (m * m).sum(0)
+
+    def as_json(self) -> dict:
+        return {"frames": self.count, "sum": self.sum.tolist(), "sumsq": self.sumsq.tolist()}
+
+
+def normalization_from_stats(stats: Mapping[str, Mapping], split_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per mel bin over the frames of `split_names`."""
+    missing = [s for s in split_names if s not in stats]
+    if missing:
+        raise KeyError(f"no statistics for split(s) {missing}; the dataset has {sorted(stats)}")
+    n = sum(stats[s]["frames"] for s in split_names)
+    total = sum(np.asarray(stats[s]["sum"]) for s in split_names)
+    total_sq = sum(np.asarray(stats[s]["sumsq"]) for s in split_names)
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-5).astype(np.float32)
+
+
+def _builder_class(corpus: str) -> type[tfds.core.GeneratorBasedBuilder]:
+    """A builder class per corpus, so the TFDS dataset (and its folder) carries the corpus' name."""
+    return type(f"SER_{corpus}", (SpeechEmotionBuilder,), {"name": corpus}, skip_registration=True)
+
+
+class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version(VERSION)
+    RELEASE_NOTES = {VERSION: "log-Mel features with speaker-independent splits."}
+
+    def __init__(self, *, settings: Settings, assignment: Mapping[str, Sequence[base.Utterance]],
+                 scan_problems: Sequence[base.Problem], pool, **kwargs):
+        self._settings, self._assignment, self._pool = settings, assignment, pool
+        self._problems = list(scan_problems)
+        self._stats: dict[str, dict] = {}
+        self._counts: dict[str, dict[str, int]] = {}
+        super().__init__(config=tfds.core.BuilderConfig(name=settings.config_name), **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        n_mels = self._settings.features.n_mels
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"{self._settings.corpus}: log-Mel spectrograms (frames, {n_mels}) with emotion labels.",
+            features=tfds.features.FeaturesDict({
+                "mel": tfds.features.Tensor(shape=(None, n_mels), dtype=np.float32),
+                "label": tfds.features.ClassLabel(names=base.EMOTIONS),
+                "duration": tfds.features.Scalar(dtype=np.float32),
+                **{f: tfds.features.Text() for f in TEXT_FIELDS},
+            }),
+            supervised_keys=("mel", "label"),
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager):
+        return {name: self._generate_examples(name, utts) for name, utts in self._assignment.items()}
+
+    def _generate_examples(self, split: str, utterances: Sequence[base.Utterance]) -> Iterator[tuple[str, dict]]:
+        stats = _StatsAccumulator(self._settings.features.n_mels)
+        counts = collections.Counter()
+        jobs = [(u, self._settings.features) for u in utterances]
+        for result in self._pool.imap(featurize, jobs, chunksize=8):
+            if isinstance(result, base.Problem):
+                self._problems.append(result)
+                continue
+            stats.add(result["mel"])
+            counts[result["label"]] += 1
+            yield result["path"], result
+        if not counts:
+            raise ValueError(f"split {split!r}: none of its {len(utterances)} files could be used")
+        self._stats[split] = stats.as_json()
+        self._counts[split] = {e: counts[e] for e in base.EMOTIONS if counts[e]}
+        self.info.metadata.update(self._metadata())
+
+    def _metadata(self) -> dict:
+        s = self._settings
+        train = [n for n in self._stats if n == "train"] or list(self._stats)
+        mean, std = normalization_from_stats(self._stats, train)
+        return {
+            "settings": s.as_json(),
+            "stats": self._stats,
+            "normalization": {"splits": train, "mean": mean.tolist(), "std": std.tolist()},
+            "counts": self._counts,
+            "speakers": {n: sorted({u.speaker for u in utts}) for n, utts in self._assignment.items()},
+            "skipped": [dataclasses.asdict(p) for p in self._problems],
+        }
+
+
+def _read_prepared(path: str, settings: Settings) -> Prepared:
+    metadata = tfds.builder_from_directory(path).info.metadata
+    if metadata.get("settings") != settings.as_json():
+        raise ValueError(
+            f"{path} was prepared with other settings:\n  found     {metadata.get('settings')}\n"
+            f"  requested {settings.as_json()}\nUse another --data_dir, or delete that folder to rebuild.")
+    problems = [base.Problem(**p) for p in metadata["skipped"]]
+    return Prepared(path, metadata["counts"], problems, reused=True)
+
+
+def prepare(settings: Settings, data_dir: str, source_dir: str | None = None, *,
+            workers: int | None = None, reader_options: Mapping | None = None) -> Prepared:
+    """Builds the dataset (or finds it already built) and returns where it is and what it holds."""
+    path = dataset_dir(data_dir, settings.corpus, settings.config_name)
+    if os.path.exists(os.path.join(path, "dataset_info.json")):
+        return _read_prepared(path, settings)
+    if source_dir is None:
+        if settings.corpus != "synthetic":
+            raise ValueError(f"--source_dir is required for corpus {settings.corpus!r}")
+        source_dir = os.path.join(data_dir, "downloads", "synthetic")
+    scan = base.get_corpus(settings.corpus).scan(source_dir, **(reader_options or {}))
+    if not scan.utterances:
+        raise ValueError(f"No usable {settings.corpus} utterances found under {source_dir!r} "
+                         f"({len(scan.problems)} files skipped)")
+    assignment = assign_splits(scan.utterances, settings)
+    ctx = multiprocessing.get_context("spawn")  # Safe after JAX has started its threads.
+    with ctx.Pool(workers or os.cpu_count()) as pool:
+        builder = _builder_class(settings.corpus)(
+            settings=settings, assignment=assignment, scan_problems=scan.problems, pool=pool,
+            data_dir=data_dir, file_format="array_record")
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    metadata = builder.info.metadata
+    problems = [base.Problem(**p) for p in metadata["skipped"]]
+    with open(os.path.join(path, REPORT_FILE), "w") as f:
+        json.dump({"dataset": path, "counts": metadata["counts"], "skipped": metadata["skipped"]}, f, indent=1)
+    return Prepared(path, metadata["counts"], problems, reused=False)

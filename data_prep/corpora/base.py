@@ -1,0 +1,77 @@
+"""What every corpus reader produces: utterances with canonical labels, and the files it rejected."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from typing import Iterable, Protocol
+
+# One label vocabulary for every corpus, so that models and reports compare across corpora.
+EMOTIONS: tuple[str, ...] = (
+    "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "boredom",
+)
+GENDERS: tuple[str, ...] = ("female", "male", "unknown")
+AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac")
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+    """One labelled recording, as found on disk."""
+
+    path: str
+    corpus: str
+    speaker: str  # Corpus-qualified, e.g. "ravdess/03", so speakers never collide across corpora.
+    emotion: str  # One of EMOTIONS.
+    gender: str = "unknown"  # One of GENDERS.
+    text: str = ""  # Sentence / text id where the corpus has one.
+    intensity: str = ""  # Corpus' own intensity word ("normal", "strong", "low", ...) or "".
+
+    def __post_init__(self):
+        if self.emotion not in EMOTIONS:
+            raise ValueError(f"{self.path}: emotion {self.emotion!r} is not one of {EMOTIONS}")
+        if self.gender not in GENDERS:
+            raise ValueError(f"{self.path}: gender {self.gender!r} is not one of {GENDERS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A file that was skipped, and why (reported by name, never silently dropped)."""
+
+    path: str
+    reason: str
+
+
+@dataclasses.dataclass
+class Scan:
+    utterances: list[Utterance] = dataclasses.field(default_factory=list)
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+
+
+class Corpus(Protocol):
+    """A reader module: `data_prep/corpora/<name>.py` defines NAME and `scan(source_dir, **options)`."""
+
+    NAME: str
+
+    def scan(self, source_dir: str, **options) -> Scan: ...
+
+
+CORPUS_NAMES: tuple[str, ...] = ("ravdess", "crema_d", "tess", "emodb", "savee", "synthetic")
+
+
+def get_corpus(name: str) -> Corpus:
+    """Readers are chosen by name, so a new corpus is one new module in this package."""
+    if name not in CORPUS_NAMES:
+        raise ValueError(f"Unknown corpus {name!r}; known corpora: {', '.join(CORPUS_NAMES)}")
+    return importlib.import_module(f"data_prep.corpora.{name}")
+
+
+def audio_files(source_dir: str) -> Iterable[str]:
+    """All audio files below `source_dir`, in a stable order (so scans are deterministic)."""
+    if not os.path.isdir(source_dir):
+        raise FileNotFoundError(f"Corpus folder {source_dir!r} does not exist or is not a folder")
+    for root, dirs, files in os.walk(source_dir):
+        dirs.sort()
+        for f in sorted(files):
+            if f.lower().endswith(AUDIO_EXTENSIONS) and not f.startswith("."):
+                yield os.path.join(root, f)

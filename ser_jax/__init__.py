@@ -1,0 +1,1 @@
+"""ser_jax: speech emotion recognition in JAX/Flax."""

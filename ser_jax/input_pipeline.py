@@ -1,0 +1,170 @@
+"""Reading prepared datasets: Grain pipelines for training, exact length-sorted batches for evaluation.
+
+Training batches have one fixed shape (random crop / zero-pad to `max_frames`), so the train step
+compiles once and every host feeds the same shape. Evaluation batches are sorted by length and
+padded to a multiple of `eval_bucket_frames`: little wasted compute and few compiles, while every
+example is seen exactly once (rows added to fill the last batch carry weight 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from collections.abc import Iterator, Mapping, Sequence
+
+import grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_prep.builder import VERSION, normalization_from_stats
+from data_prep.corpora.base import EMOTIONS
+from ser_jax.features import FeatureConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A prepared dataset on disk and what the pipeline needs to know about it."""
+
+    path: str
+    builder: tfds.core.DatasetBuilder
+
+    @property
+    def metadata(self) -> Mapping:
+        return self.builder.info.metadata
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.builder.info.splits)
+
+    @property
+    def features(self) -> FeatureConfig:
+        return FeatureConfig.from_mapping(self.metadata["settings"]["features"])
+
+    def source(self, splits: Sequence[str]):
+        unknown = [s for s in splits if s not in self.splits]
+        if unknown:
+            raise ValueError(f"{self.path} has no split(s) {unknown}; it has {self.splits}")
+        return self.builder.as_data_source(split="+".join(splits))
+
+    def normalization(self, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        return normalization_from_stats(self.metadata["stats"], splits)
+
+    def class_names(self, splits: Sequence[str]) -> tuple[str, ...]:
+        """The emotions present in `splits`, in canonical order: the label set a model trains on."""
+        present = {e for s in splits for e in self.metadata["counts"][s]}
+        return tuple(e for e in EMOTIONS if e in present)
+
+
+def open_dataset(data_dir: str, corpus: str, config_name: str | None = None, split: str | None = None) -> Dataset:
+    """The dataset `data_dir/corpus/<config_name>/<version>`; with no config name, the one holding `split`."""
+    if config_name:
+        candidates = [os.path.join(data_dir, corpus, config_name, VERSION)]
+    else:
+        candidates = sorted(glob.glob(os.path.join(data_dir, corpus, "*", VERSION)))
+    found = [c for c in candidates if os.path.exists(os.path.join(c, "dataset_info.json"))]
+    if not found:
+        raise FileNotFoundError(
+            f"No prepared {corpus!r} dataset under {data_dir!r} (looked for {candidates or data_dir + '/' + corpus + '/*/' + VERSION}); "
+            f"run `python -m data_prep --corpus={corpus} --data_dir={data_dir} ...` first")
+    datasets = [Dataset(p, tfds.builder_from_directory(p)) for p in found]
+    if split is not None:
+        datasets = [d for d in datasets if split in d.splits] or datasets[:0]
+        if not datasets:
+            raise ValueError(f"No prepared {corpus!r} dataset under {data_dir!r} has a split {split!r}")
+    return datasets[0]
+
+
+def label_lookup(class_names: Sequence[str]) -> np.ndarray:
+    """Canonical label id -> model class id, -1 for emotions outside the model's label set."""
+    table = np.full(len(EMOTIONS), -1, np.int32)
+    for i, name in enumerate(class_names):
+        table[EMOTIONS.index(name)] = i
+    return table
+
+
+class _CropNormalizePad(grain.transforms.RandomMap):
+    """A random `max_frames` crop of longer clips, global normalisation, zero padding."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, max_frames: int, lookup: np.ndarray):
+        self.mean, self.std, self.max_frames, self.lookup = mean, std, max_frames, lookup
+
+    def random_map(self, example: dict, rng: np.random.Generator) -> dict:
+        mel = example["mel"]
+        n = mel.shape[0]
+        if n > self.max_frames:
+            start = rng.integers(0, n - self.max_frames + 1)
+            mel, n = mel[start:start + self.max_frames], self.max_frames
+        out = np.zeros((self.max_frames, mel.shape[1]), np.float32)
+        out[:n] = (mel - self.mean) / self.std
+        return {"mel": out, "lengths": np.int32(n), "label": self.lookup[example["label"]]}
+
+
+def train_dataset(source, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str],
+                  max_frames: int, global_batch: int, seed: int, worker_threads: int = 2) -> grain.IterDataset:
+    """Infinite, per-epoch reshuffled, host-sharded batches of (local_batch, max_frames, mels)."""
+    count, index = jax.process_count(), jax.process_index()
+    if global_batch % count:
+        raise ValueError(f"batch size {global_batch} is not divisible by the {count} processes")
+    lookup = label_lookup(class_names)
+    ds = grain.MapDataset.source(source)[index::count].seed(seed).shuffle().repeat()
+    ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, lookup))
+    ds = ds.batch(global_batch // count, drop_remainder=True)
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=4))
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """A whole split in memory, normalised, sorted by length, with the metadata reports break down by."""
+
+    mels: list[np.ndarray]
+    labels: np.ndarray  # Model class ids.
+    metadata: dict[str, np.ndarray]  # speaker, gender, corpus, path per example.
+    left_out: dict[str, int]  # Emotions outside the model's label set -> count.
+
+    def __len__(self) -> int:
+        return len(self.mels)
+
+
+def load_eval_set(source, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str]) -> EvalSet:
+    lookup = label_lookup(class_names)
+    mels, labels, meta, left_out = [], [], {k: [] for k in ("speaker", "gender", "corpus", "path")}, {}
+    for i in range(len(source)):
+        ex = source[i]
+        label = int(lookup[ex["label"]])
+        if label < 0:
+            name = EMOTIONS[ex["label"]]
+            left_out[name] = left_out.get(name, 0) + 1
+            continue
+        mels.append(((ex["mel"] - mean) / std).astype(np.float32))
+        labels.append(label)
+        for k in meta:
+            meta[k].append(ex[k].decode() if isinstance(ex[k], bytes) else str(ex[k]))
+    order = sorted(range(len(mels)), key=lambda j: (mels[j].shape[0], meta["path"][j]))
+    return EvalSet([mels[j] for j in order], np.asarray(labels, np.int32)[order],
+                   {k: np.asarray(v)[order] for k, v in meta.items()}, left_out)
+
+
+def eval_batches(data: EvalSet, *, global_batch: int, bucket_frames: int) -> Iterator[tuple[dict, np.ndarray]]:
+    """This process' rows of each global batch, and the global example ids of the batch.
+
+    Every process walks the same global batches (same shapes), padded to whole buckets; filler rows
+    have weight 0 and id -1.
+    """
+    count, index = jax.process_count(), jax.process_index()
+    local = global_batch // count
+    n_mels = data.mels[0].shape[1] if data.mels else 0
+    for start in range(0, len(data), global_batch):
+        ids = np.arange(start, min(start + global_batch, len(data)))
+        frames = bucket_frames * -(-max(data.mels[i].shape[0] for i in ids) // bucket_frames)
+        ids = np.concatenate([ids, np.full(global_batch - len(ids), -1)])
+        mine = ids[index * local:(index + 1) * local]
+        batch = {"mel": np.zeros((local, frames, n_mels), np.float32), "lengths": np.ones(local, np.int32),
+                 "label": np.zeros(local, np.int32), "weight": np.zeros(local, np.float32)}
+        for row, i in enumerate(mine):
+            if i >= 0:
+                m = data.mels[i]
+                batch["mel"][row, :m.shape[0]] = m
+                batch["lengths"][row], batch["label"][row], batch["weight"][row] = m.shape[0], data.labels[i], 1.0
+        yield batch, ids

@@ -1,0 +1,48 @@
+"""What a trained model needs besides its weights, saved in the workdir next to the checkpoints.
+
+Evaluation and deployment read the label set, the feature settings and the normalisation statistics
+from here, so features are always computed as in training and never re-typed by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from ser_jax.features import FeatureConfig
+
+FILE = "model_info.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    class_names: tuple[str, ...]
+    features: FeatureConfig
+    mean: np.ndarray
+    std: np.ndarray
+    model: dict
+    dataset: str = ""
+    splits: dict = dataclasses.field(default_factory=dict)
+
+    def save(self, workdir: str) -> str:
+        path = os.path.join(workdir, FILE)
+        data = dataclasses.asdict(self)
+        data.update(mean=self.mean.tolist(), std=self.std.tolist(), class_names=list(self.class_names))
+        with open(path + ".tmp", "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(path + ".tmp", path)
+        return path
+
+    @classmethod
+    def load(cls, workdir: str) -> "ModelInfo":
+        path = os.path.join(workdir, FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found: {workdir!r} is not a ser_jax training workdir")
+        with open(path) as f:
+            data = json.load(f)
+        data.update(class_names=tuple(data["class_names"]), features=FeatureConfig.from_mapping(data["features"]),
+                    mean=np.asarray(data["mean"], np.float32), std=np.asarray(data["std"], np.float32))
+        return cls(**data)

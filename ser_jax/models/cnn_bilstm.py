@@ -1,0 +1,73 @@
+"""CNN over the (time, mel) log-Mel image, a BiLSTM over time, length-aware pooling, softmax head.
+
+`channels=()` gives the LSTM-only model and `lstm_hidden=0` the CNN-only one: the three models of the
+comparison are this one module, so they differ only in what they are meant to differ in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ser_jax.models.layers import AttentionPooling, BiLSTM, length_mask, masked_mean
+
+
+class ConvBlock(nnx.Module):
+    """3x3 conv, masked BatchNorm, ReLU, 2x2 max-pool, dropout; padded frames stay exactly zero."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, dropout: float, dtype, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(in_channels, out_channels, (3, 3), use_bias=False, dtype=dtype, rngs=rngs)
+        self.norm = nnx.BatchNorm(out_channels, momentum=0.9, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x, lengths, *, train: bool, rngs: nnx.Rngs | None):
+        valid = length_mask(lengths, x.shape[1])[:, :, None, None]
+        x = self.conv(jnp.where(valid, x, 0))
+        x = self.norm(x, use_running_average=not train, mask=jnp.broadcast_to(valid, x.shape))
+        x = jnp.where(valid, jax.nn.relu(x), 0)
+        # ReLU outputs are >= 0, so zero padding to even sizes never wins a max over valid frames.
+        x = jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
+        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        return self.dropout(x, deterministic=not train, rngs=rngs), (lengths + 1) // 2
+
+
+class Model(nnx.Module):
+    def __init__(self, *, num_classes: int, n_mels: int, channels: Sequence[int] = (32, 64),
+                 lstm_hidden: int = 128, pooling: str = "attention", attention_dim: int = 64,
+                 dropout: float = 0.3, dtype: str = "float32", rngs: nnx.Rngs):
+        if pooling not in ("attention", "mean"):
+            raise ValueError(f"model.pooling must be 'attention' or 'mean', got {pooling!r}")
+        if not channels and not lstm_hidden:
+            raise ValueError("a model needs conv channels, an LSTM, or both")
+        dtype = jnp.dtype(dtype)
+        ins = (1, *channels[:-1])
+        self.blocks = nnx.List([ConvBlock(i, o, dropout=dropout, dtype=dtype, rngs=rngs)
+                                for i, o in zip(ins, channels)])
+        for _ in channels:  # Odd mel counts are padded to even before each pooling.
+            n_mels = (n_mels + 1) // 2
+        features = n_mels * channels[-1] if channels else n_mels
+        self.lstm = BiLSTM(features, lstm_hidden, dtype=dtype, rngs=rngs) if lstm_hidden else None
+        features = 2 * lstm_hidden if lstm_hidden else features
+        self.pool = AttentionPooling(features, attention_dim, dtype=dtype, rngs=rngs) if pooling == "attention" else None
+        self.dropout = nnx.Dropout(dropout)
+        self.head = nnx.Linear(features, num_classes, dtype=dtype, rngs=rngs)
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
+                 rngs: nnx.Rngs | None = None) -> jax.Array:
+        """(batch, frames, mels) normalised log-Mel and true lengths -> (batch, classes) float32 logits."""
+        x = x.astype(self.dtype)
+        if self.blocks:
+            x = x[..., None]
+            for block in self.blocks:
+                x, lengths = block(x, lengths, train=train, rngs=rngs)
+            x = x.reshape(*x.shape[:2], -1)
+        mask = length_mask(lengths, x.shape[1])
+        if self.lstm is not None:
+            x = self.lstm(x, lengths)
+        pooled = self.pool(x, mask) if self.pool is not None else masked_mean(x, mask)
+        pooled = self.dropout(pooled.astype(self.dtype), deterministic=not train, rngs=rngs)
+        return self.head(pooled).astype(jnp.float32)

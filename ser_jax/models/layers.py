@@ -1,0 +1,84 @@
+"""Sequence layers that honour true lengths, so padding never changes what a model predicts."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def length_mask(lengths: jax.Array, max_len: int) -> jax.Array:
+    """(batch, max_len) True on valid frames."""
+    return jnp.arange(max_len)[None, :] < lengths[:, None]
+
+
+def _reverse_within_length(lengths: jax.Array, max_len: int) -> jax.Array:
+    """Per-example gather indices that reverse the valid prefix and leave padding in place."""
+    t = jnp.arange(max_len)[None, :]
+    return jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+
+
+class BiLSTM(nnx.Module):
+    """Bidirectional LSTM as one `lax.scan` over time carrying both directions.
+
+    The input projection of every frame and both directions is one matmul outside the scan (the
+    step then only multiplies the recurrent state); the backward direction reads each sequence
+    reversed within its own length, so its state starts at the last valid frame, not in padding.
+    """
+
+    def __init__(self, in_features: int, hidden: int, *, dtype=None, rngs: nnx.Rngs):
+        self.hidden = hidden
+        self.dtype = dtype
+        self.input_proj = nnx.Linear(in_features, 2 * 4 * hidden, dtype=dtype, rngs=rngs,
+                                     bias_init=self._forget_bias_init)
+        ortho = jax.nn.initializers.orthogonal()
+        keys = jax.random.split(rngs.params(), 2)
+        self.recurrent = nnx.Param(jnp.stack([ortho(k, (hidden, 4 * hidden)) for k in keys]))
+
+    def _forget_bias_init(self, key, shape, dtype=jnp.float32):
+        """Forget-gate bias 1 (Jozefowicz et al., 2015): gradients flow through time from the start."""
+        gate = (jnp.arange(shape[0]) // self.hidden) % 4
+        return jnp.where(gate == 1, 1.0, 0.0).astype(dtype)
+
+    def __call__(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
+        """(batch, time, features) -> (batch, time, 2 * hidden); outputs past a length are undefined."""
+        b, t, _ = x.shape
+        h = self.hidden
+        gates = self.input_proj(x).reshape(b, t, 2, 4 * h)
+        rev = _reverse_within_length(lengths, t)
+        backward = jnp.take_along_axis(gates[:, :, 1], rev[..., None], axis=1)
+        gates = jnp.stack([gates[:, :, 0], backward], axis=0).transpose(2, 0, 1, 3)  # (t, 2, b, 4h)
+        w = self.recurrent.value.astype(gates.dtype)
+
+        def step(carry, g):
+            h_prev, c_prev = carry
+            z = (g + jnp.einsum("dbh,dhk->dbk", h_prev.astype(w.dtype), w)).astype(jnp.float32)
+            i, f, u, o = jnp.split(z, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c_prev + jax.nn.sigmoid(i) * jnp.tanh(u)
+            h_new = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h_new, c), h_new
+
+        zeros = jnp.zeros((2, b, h), jnp.float32)
+        _, out = jax.lax.scan(step, (zeros, zeros), gates)  # (t, 2, b, h)
+        fwd = out[:, 0].transpose(1, 0, 2)
+        bwd = jnp.take_along_axis(out[:, 1].transpose(1, 0, 2), rev[..., None], axis=1)
+        return jnp.concatenate([fwd, bwd], axis=-1).astype(x.dtype)
+
+
+class AttentionPooling(nnx.Module):
+    """Softmax-weighted mean over valid frames (padded frames get exactly zero weight)."""
+
+    def __init__(self, in_features: int, attention_dim: int, *, dtype=None, rngs: nnx.Rngs):
+        self.score_hidden = nnx.Linear(in_features, attention_dim, dtype=dtype, rngs=rngs)
+        self.score = nnx.Linear(attention_dim, 1, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        logits = self.score(jnp.tanh(self.score_hidden(x)))[..., 0].astype(jnp.float32)
+        weights = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
+        return jnp.einsum("bt,btd->bd", weights, x.astype(jnp.float32))
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean over valid frames of (batch, time, features)."""
+    m = mask.astype(jnp.float32)[..., None]
+    return (x.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)

@@ -1,0 +1,220 @@
+"""Training: pure `train_step` / `eval_step` jitted over a data-parallel mesh, and the loop around them.
+
+The model lives in NNX; the steps take it apart (`nnx.split`) into a plain pytree `TrainState`, so
+that they are pure functions of (state, batch), Orbax saves the state as it is, and jit can place it
+by sharding. Batches are global arrays sharded along the mesh's "data" axis over every device of
+every process: BatchNorm statistics and masked means are therefore computed over the true global
+batch (XLA adds the cross-device reductions), padding included nowhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from ser_jax import augment, checkpoints, datasets, input_pipeline, metrics, model_info
+from ser_jax.metric_writers import MetricWriter
+from ser_jax.models import create_model
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: nnx.State
+    batch_stats: nnx.State
+    opt_state: optax.OptState
+    rng: jax.Array  # Raw key data (uint32), which Orbax stores like any array.
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+    devices = list(devices if devices is not None else jax.devices())
+    return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def lr_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+    """Linear warm-up to `lr`, then cosine decay to `lr * final_lr_fraction` at the last step."""
+    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(total_steps, warmup + 1),
+                                              end_value=cfg.lr * cfg.final_lr_fraction)
+
+
+def create_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                       optax.adamw(lr_schedule(cfg, total_steps), weight_decay=cfg.weight_decay))
+
+
+def create_train_state(config: ml_collections.ConfigDict, num_classes: int, n_mels: int,
+                       tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+    key = jax.random.key(config.seed)
+    init_key, train_key = jax.random.split(key)
+    model = create_model(config.model, num_classes=num_classes, n_mels=n_mels, rngs=nnx.Rngs(params=init_key))
+    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                       opt_state=tx.init(params), rng=jax.random.key_data(train_key))
+    return graphdef, state
+
+
+def _forward(graphdef, params, batch_stats, batch, *, train: bool, rng=None):
+    model = nnx.merge(graphdef, params, batch_stats)
+    rngs = nnx.Rngs(dropout=rng) if rng is not None else None
+    logits = model(batch["mel"], batch["lengths"], train=train, rngs=rngs)
+    return logits, nnx.state(model, nnx.BatchStat)
+
+
+def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+               config: ml_collections.ConfigDict, num_classes: int) -> tuple[TrainState, dict]:
+    """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
+    rng, aug_key, dropout_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
+    mel, lengths, targets = augment.apply(aug_key, batch["mel"], batch["lengths"],
+                                          jax.nn.one_hot(batch["label"], num_classes), config.augment)
+    smoothing = config.train.label_smoothing
+    targets = targets * (1 - smoothing) + smoothing / num_classes
+
+    def loss_fn(params):
+        logits, new_stats = _forward(graphdef, params, state.batch_stats, {"mel": mel, "lengths": lengths},
+                                     train=True, rng=dropout_key)
+        return optax.softmax_cross_entropy(logits, targets).mean(), (logits, new_stats)
+
+    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              batch_stats=new_stats, opt_state=opt_state, rng=jax.random.key_data(rng))
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+
+
+def eval_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef) -> dict:
+    """Logits and per-example loss with the running BatchNorm statistics."""
+    logits, _ = _forward(graphdef, state.params, state.batch_stats, batch, train=False)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    return {"logits": logits, "loss": loss * batch["weight"]}
+
+
+class Steps:
+    """The jitted steps for one mesh: state replicated, batches split along "data"."""
+
+    def __init__(self, mesh, graphdef, tx, config, num_classes):
+        self.mesh = mesh
+        self.replicated = NamedSharding(mesh, P())
+        self.batch_sharding = NamedSharding(mesh, P("data"))
+        self.train = jax.jit(
+            functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, num_classes=num_classes),
+            in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated,
+            donate_argnums=0)
+        self.eval = jax.jit(functools.partial(eval_step, graphdef=graphdef),
+                            in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated)
+
+    def global_batch(self, local_batch: dict) -> dict:
+        """Assembles each process' rows into one array sharded over every device of every process."""
+        return {k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
+                for k, v in local_batch.items()}
+
+    def place_state(self, state: TrainState) -> TrainState:
+        return jax.device_put(state, self.replicated)
+
+
+def predict(steps: Steps, state: TrainState, data: input_pipeline.EvalSet, *, batch_size: int,
+            bucket_frames: int) -> tuple[np.ndarray, float]:
+    """Logits of every example of `data` in order (each counted once), and the mean loss."""
+    logits = np.zeros((len(data), 0), np.float32)
+    loss_sum = 0.0
+    for local, ids in input_pipeline.eval_batches(data, global_batch=batch_size, bucket_frames=bucket_frames):
+        out = jax.device_get(steps.eval(state, steps.global_batch(local)))
+        if logits.shape[1] == 0:
+            logits = np.zeros((len(data), out["logits"].shape[1]), np.float32)
+        keep = ids >= 0
+        logits[ids[keep]] = out["logits"][keep]
+        loss_sum += float(out["loss"].sum())
+    return logits, loss_sum / max(len(data), 1)
+
+
+def _validate(steps, state, data, config, class_names) -> dict:
+    logits, loss = predict(steps, state, data, batch_size=config.train.eval_batch_size,
+                           bucket_frames=config.data.eval_bucket_frames)
+    m = metrics.classification_metrics(data.labels, logits.argmax(-1), class_names)
+    return {"val/loss": loss, "val/accuracy": m["accuracy"], "val/ua": m["ua"]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains (resuming from the workdir's latest checkpoint if any); returns the last validation metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    dataset, split_names = datasets.training_dataset(config, workdir)
+    class_names = dataset.class_names(split_names["train"])
+    mean, std = dataset.normalization(split_names["train"])
+    features = dataset.features
+    info = model_info.ModelInfo(class_names=class_names, features=features, mean=mean, std=std,
+                                model=config.model.to_dict(), dataset=dataset.path, splits=split_names)
+    if jax.process_index() == 0:
+        info.save(workdir)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=1))
+
+    train_source = dataset.source(split_names["train"])
+    global_batch = config.train.batch_size
+    if global_batch % jax.device_count():
+        raise ValueError(f"train.batch_size={global_batch} is not divisible by the {jax.device_count()} devices")
+    steps_per_epoch = max(len(train_source) // global_batch, 1)
+    total_steps = config.train.num_epochs * steps_per_epoch
+    tx = create_optimizer(config.train, total_steps)
+    schedule = lr_schedule(config.train, total_steps)
+    graphdef, state = create_train_state(config, len(class_names), features.n_mels, tx)
+    steps = Steps(make_mesh(), graphdef, tx, config, len(class_names))
+    state = steps.place_state(state)
+
+    train_iter = iter(input_pipeline.train_dataset(
+        train_source, mean=mean, std=std, class_names=class_names, max_frames=config.data.max_frames,
+        global_batch=global_batch, seed=config.seed, worker_threads=config.data.worker_threads))
+    val_data = input_pipeline.load_eval_set(dataset.source(split_names["validation"]), mean=mean, std=std,
+                                            class_names=class_names)
+    mngr = checkpoints.manager(workdir, keep_best=config.train.keep_best)
+    if mngr.latest_step() is not None:
+        step = mngr.latest_step()
+        state = checkpoints.restore(mngr, step, checkpoints.abstract_like(state, steps.replicated), train_iter)
+        print(f"Resumed from {mngr.directory}/{step}")
+
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    step = int(state.step)
+    last = {}
+    progress = writer.progress(total=total_steps, initial=step)
+    t0, n0 = time.perf_counter(), step
+    while step < total_steps:
+        state, m = steps.train(state, steps.global_batch(next(train_iter)))
+        step += 1
+        progress.update(1)
+        if step % config.train.log_every_steps == 0 or step == total_steps:
+            m = {f"train/{k}": float(v) for k, v in jax.device_get(m).items()}
+            elapsed = time.perf_counter() - t0
+            m["train/samples_per_s"] = (step - n0) * global_batch / elapsed
+            m["train/lr"] = float(schedule(step))
+            writer.write(step, m)
+            progress.set_postfix(loss=f"{m['train/loss']:.3f}")
+            t0, n0 = time.perf_counter(), step
+        epoch_end = step % steps_per_epoch == 0 or step == total_steps
+        if epoch_end:
+            last = _validate(steps, state, val_data, config, class_names)
+            last["epoch"] = -(-step // steps_per_epoch)
+            writer.write(step, last)
+            checkpoints.save(mngr, step, state, train_iter, metrics={checkpoints.BEST_METRIC: last["val/ua"]})
+        elif config.train.checkpoint_every_steps and step % config.train.checkpoint_every_steps == 0:
+            checkpoints.save(mngr, step, state, train_iter)
+    progress.close()
+    mngr.wait_until_finished()
+    writer.close()
+    if not last:  # Resumed a finished run: report the final checkpoint's validation figures.
+        last = _validate(steps, state, val_data, config, class_names)
+    chance = 1 / len(class_names)
+    print(f"Validation after {step} steps: accuracy {last['val/accuracy']:.1%}, UA {last['val/ua']:.1%} "
+          f"(chance {chance:.1%}, {len(class_names)} classes); checkpoints in {mngr.directory}")
+    return last
+
