@@ -23,7 +23,7 @@ from data_prep.corpora import base
 from ser_jax.audio import AudioError, load_audio
 from ser_jax.features import FeatureConfig, log_mel
 
-VERSION = "1.0.0"
+DATASET_VERSION = "1.0.0"
 REPORT_FILE = "prep_report.json"
 TEXT_FIELDS = ("corpus", "speaker", "gender", "text", "intensity", "path")
 
@@ -38,7 +38,7 @@ def dataset_config_name(split: str, folds: int | None) -> str:
 
 
 def dataset_dir(data_dir: str, corpus: str, config_name: str) -> str:
-    return os.path.join(data_dir, corpus, config_name, VERSION)
+    return os.path.join(data_dir, corpus, config_name, DATASET_VERSION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +134,8 @@ def _builder_class(corpus: str) -> type[tfds.core.GeneratorBasedBuilder]:
 
 
 class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version(VERSION)
-    RELEASE_NOTES = {VERSION: "log-Mel features with speaker-independent splits."}
+    VERSION = tfds.core.Version(DATASET_VERSION)
+    RELEASE_NOTES = {DATASET_VERSION: "log-Mel features with speaker-independent splits."}
 
     def __init__(self, *, settings: Settings, assignment: Mapping[str, Sequence[base.Utterance]],
                  scan_problems: Sequence[base.Problem], pool, **kwargs):

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep.builder import VERSION, normalization_from_stats
+from data_prep.builder import DATASET_VERSION, normalization_from_stats
 from data_prep.corpora.base import EMOTIONS
 from ser_jax.features import FeatureConfig
 
@@ -60,13 +60,13 @@ class Dataset:
 def open_dataset(data_dir: str, corpus: str, config_name: str | None = None, split: str | None = None) -> Dataset:
     """The dataset `data_dir/corpus/<config_name>/<version>`; with no config name, the one holding `split`."""
     if config_name:
-        candidates = [os.path.join(data_dir, corpus, config_name, VERSION)]
+        candidates = [os.path.join(data_dir, corpus, config_name, DATASET_VERSION)]
     else:
-        candidates = sorted(glob.glob(os.path.join(data_dir, corpus, "*", VERSION)))
+        candidates = sorted(glob.glob(os.path.join(data_dir, corpus, "*", DATASET_VERSION)))
     found = [c for c in candidates if os.path.exists(os.path.join(c, "dataset_info.json"))]
     if not found:
         raise FileNotFoundError(
-            f"No prepared {corpus!r} dataset under {data_dir!r} (looked for {candidates or data_dir + '/' + corpus + '/*/' + VERSION}); "
+            f"No prepared {corpus!r} dataset under {data_dir!r} (looked for {candidates or data_dir + '/' + corpus + '/*/' + DATASET_VERSION}); "
             f"run `python -m data_prep --corpus={corpus} --data_dir={data_dir} ...` first")
     datasets = [Dataset(p, tfds.builder_from_directory(p)) for p in found]
     if split is not None:

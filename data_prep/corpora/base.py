@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 # One label vocabulary for every corpus, so that models and reports compare across corpora.
 EMOTIONS: tuple[str, ...] = (
@@ -75,3 +75,21 @@ def audio_files(source_dir: str) -> Iterable[str]:
         for f in sorted(files):
             if f.lower().endswith(AUDIO_EXTENSIONS) and not f.startswith("."):
                 yield os.path.join(root, f)
+
+
+
+def scan_files(source_dir: str, parse: Callable[[str], Utterance | Problem | None]) -> Scan:
+    """Applies a reader's per-file parser to every audio file; None means "left out on purpose"."""
+    scan = Scan()
+    for path in audio_files(source_dir):
+        result = parse(path)
+        if isinstance(result, Utterance):
+            scan.utterances.append(result)
+        elif isinstance(result, Problem):
+            scan.problems.append(result)
+    return scan
+
+
+def stem(path: str) -> str:
+    """The file name without folder and extension, which is where corpora keep their labels."""
+    return os.path.splitext(os.path.basename(path))[0]

@@ -1,0 +1,1 @@
+"""Offline data preparation: corpus readers and the TFDS dataset builder."""

@@ -1,0 +1,81 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ser_jax.models import create_model
+from ser_jax.models.layers import BiLSTM
+
+TINY = dict(name="cnn_bilstm", channels=(4, 8), lstm_hidden=8, pooling="attention", attention_dim=8, dropout=0.0)
+VARIANTS = {"cnn_bilstm": {}, "cnn_only": {"lstm_hidden": 0}, "lstm_only": {"channels": ()},
+            "mean_pooling": {"pooling": "mean"}}
+
+
+def _model(**overrides):
+    return create_model({**TINY, **overrides}, num_classes=5, n_mels=17, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_padding_never_changes_predictions(variant):
+    model = _model(**VARIANTS[variant])
+    x = jax.random.normal(jax.random.key(1), (3, 41, 17))
+    lengths = jnp.array([41, 26, 9])
+    ref = model(x, lengths)
+    assert ref.shape == (3, 5)
+    for extra in (1, 30):
+        padded = jnp.pad(x, ((0, 0), (0, extra), (0, 0)), constant_values=123.0)
+        np.testing.assert_allclose(model(padded, lengths), ref, atol=1e-5)
+    # Garbage inside the padding of the shorter examples does not matter either.
+    garbage = x.at[1, 26:].set(-50.0).at[2, 9:].set(77.0)
+    np.testing.assert_allclose(model(garbage, lengths), ref, atol=1e-5)
+    # And each example alone, unpadded, gives the batched result.
+    for i, n in enumerate([41, 26, 9]):
+        np.testing.assert_allclose(model(x[i:i + 1, :n], lengths[i:i + 1])[0], ref[i], atol=1e-5)
+
+
+def test_batchnorm_statistics_ignore_padding():
+    model = _model()
+    graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    x = jax.random.normal(jax.random.key(2), (2, 20, 17))
+    lengths = jnp.array([20, 11])
+
+    def train_forward(inputs):
+        m = nnx.merge(graphdef, params, stats)
+        out = m(inputs, lengths, train=True, rngs=nnx.Rngs(dropout=jax.random.key(0)))
+        return out, nnx.state(m, nnx.BatchStat)
+
+    out1, s1 = train_forward(x)
+    out2, s2 = train_forward(jnp.pad(x, ((0, 0), (0, 13), (0, 0)), constant_values=9.0))
+    np.testing.assert_allclose(out1, out2, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), s1, s2)
+    assert not all(np.allclose(v, 0) for v in jax.tree.leaves(s1))
+
+
+def test_bilstm_directions_see_only_their_side_of_the_valid_frames():
+    lstm = BiLSTM(3, 4, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(3), (1, 6, 3))
+    lengths = jnp.array([4])
+    out = lstm(x, lengths)
+    early = lstm(x.at[0, :2].set(5.0), lengths)  # Changes frames 0-1.
+    late = lstm(x.at[0, 2:].set(5.0), lengths)  # Changes frames 2-5 (4-5 are padding).
+    np.testing.assert_allclose(early[0, 2:4, 4:], out[0, 2:4, 4:], atol=1e-6)  # Backward: t..L-1 only.
+    np.testing.assert_allclose(late[0, :2, :4], out[0, :2, :4], atol=1e-6)  # Forward: 0..t only.
+    assert not np.allclose(early[0, 2:4, :4], out[0, 2:4, :4])
+    assert not np.allclose(late[0, :2, 4:], out[0, :2, 4:])
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    model = _model(dtype="bfloat16")
+    logits = model(jnp.ones((2, 10, 17)), jnp.array([10, 5]))
+    assert logits.dtype == jnp.float32
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def test_bad_model_configs_fail_clearly():
+    with pytest.raises(ValueError, match="Unknown model 'nope'"):
+        _model(name="nope")
+    with pytest.raises(ValueError, match="pooling"):
+        _model(pooling="max")
+    with pytest.raises(TypeError):
+        _model(lstm_hiden=3)
