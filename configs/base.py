@@ -30,9 +30,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         name="cnn_bilstm", channels=(32, 64), lstm_hidden=128, pooling="attention", attention_dim=64,
         dropout=0.3, dtype="float32"))
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=1e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=1e-4, grad_clip=1.0))
     c.train = ml_collections.ConfigDict(dict(
-        batch_size=32, eval_batch_size=64, num_epochs=30, lr=1e-3, warmup_steps=100, final_lr_fraction=0.01,
-        weight_decay=1e-4, grad_clip=1.0, label_smoothing=0.1, log_every_steps=10,
+        batch_size=32, eval_batch_size=64, num_epochs=30, label_smoothing=0.1, log_every_steps=10,
         checkpoint_every_steps=0, keep_best=3))
     c.augment = ml_collections.ConfigDict(dict(
         spec_augment=True, freq_masks=2, freq_mask_width=10, time_masks=2, time_mask_width=25,

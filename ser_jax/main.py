@@ -5,7 +5,7 @@ Multi-host: pass --coordinator_address/--num_processes/--process_id (or --distri
 that JAX detects itself: Cloud TPU, SLURM, Kubernetes), and every process runs this same command.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cnn_bilstm.py.", lock_config=True)
@@ -22,6 +22,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:  # Orbax logs every save at INFO; the progress bar says enough.
+        logging.set_verbosity(logging.WARNING)
     import jax
 
     if FLAGS.coordinator_address or FLAGS.distributed:

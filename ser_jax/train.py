@@ -66,7 +66,8 @@ def create_train_state(config: ml_collections.ConfigDict, num_classes: int, n_me
 
 
 def _forward(graphdef, params, batch_stats, batch, *, train: bool, rng=None):
-    model = nnx.merge(graphdef, params, batch_stats)
+    # copy=True: fresh Variables owned by this trace, so BatchNorm may update them inside jax.grad.
+    model = nnx.merge(graphdef, params, batch_stats, copy=True)
     rngs = nnx.Rngs(dropout=rng) if rng is not None else None
     logits = model(batch["mel"], batch["lengths"], train=train, rngs=rngs)
     return logits, nnx.state(model, nnx.BatchStat)
@@ -166,8 +167,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ValueError(f"train.batch_size={global_batch} is not divisible by the {jax.device_count()} devices")
     steps_per_epoch = max(len(train_source) // global_batch, 1)
     total_steps = config.train.num_epochs * steps_per_epoch
-    tx = create_optimizer(config.train, total_steps)
-    schedule = lr_schedule(config.train, total_steps)
+    tx = create_optimizer(config.optim, total_steps)
+    schedule = lr_schedule(config.optim, total_steps)
     graphdef, state = create_train_state(config, len(class_names), features.n_mels, tx)
     steps = Steps(make_mesh(), graphdef, tx, config, len(class_names))
     state = steps.place_state(state)
