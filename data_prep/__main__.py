@@ -17,7 +17,7 @@ from ser_jax.features import FeatureConfig
 flags.DEFINE_enum("corpus", None, base.CORPUS_NAMES, "Which corpus reader to use.", required=True)
 flags.DEFINE_string("source_dir", None, "The corpus folder as downloaded (synthetic: generated here if empty).")
 flags.DEFINE_string("data_dir", None, "Where TFDS datasets are written.", required=True)
-flags.DEFINE_enum("split", "speaker", ["speaker", "all"], "speaker: speaker-disjoint train/validation/test; all: one split 'all'.")
+flags.DEFINE_enum("split", "speaker", ["speaker", "all"], "speaker: speaker-disjoint train/validation/test; all: every utterance in one split, read as split 'all'.")
 flags.DEFINE_integer("folds", None, "Make K speaker-disjoint folds fold0..fold{K-1} for cross-validation instead.")
 flags.DEFINE_integer("seed", 0, "Seed of the speaker assignment (splits are deterministic given it).")
 flags.DEFINE_float("validation_fraction", 0.1, "Share of speakers in validation (--split=speaker).")

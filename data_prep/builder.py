@@ -26,6 +26,9 @@ from ser_jax.features import FeatureConfig, log_mel
 DATASET_VERSION = "1.0.0"
 REPORT_FILE = "prep_report.json"
 TEXT_FIELDS = ("corpus", "speaker", "gender", "text", "intensity", "path")
+# TFDS reserves the split name "all" for "every split", so `--split=all` stores its one split as
+# "full"; reading split "all" (through TFDS or ser_jax) then gives exactly that split.
+SINGLE_SPLIT = "full"
 
 
 def dataset_config_name(split: str, folds: int | None) -> str:
@@ -72,7 +75,7 @@ class Prepared:
 def assign_splits(utterances: Sequence[base.Utterance], settings: Settings) -> dict[str, list[base.Utterance]]:
     genders = {u.speaker: u.gender for u in utterances}
     if settings.split == "all":
-        of_speaker = {s: "all" for s in genders}
+        of_speaker = {s: SINGLE_SPLIT for s in genders}
     elif settings.folds:
         of_speaker = splits.speaker_folds(genders, settings.folds, seed=settings.seed)
     else:

@@ -42,18 +42,23 @@ class Dataset:
     def features(self) -> FeatureConfig:
         return FeatureConfig.from_mapping(self.metadata["settings"]["features"])
 
-    def source(self, splits: Sequence[str]):
-        unknown = [s for s in splits if s not in self.splits]
+    def resolve(self, splits: Sequence[str]) -> list[str]:
+        """Checks split names; "all" means every split, as in TFDS."""
+        names = [n for s in splits for n in (self.splits if s == "all" else [s])]
+        unknown = [s for s in names if s not in self.splits]
         if unknown:
-            raise ValueError(f"{self.path} has no split(s) {unknown}; it has {self.splits}")
-        return self.builder.as_data_source(split="+".join(splits))
+            raise ValueError(f"{self.path} has no split(s) {unknown}; it has {self.splits} (or 'all')")
+        return names
+
+    def source(self, splits: Sequence[str]):
+        return self.builder.as_data_source(split="+".join(self.resolve(splits)))
 
     def normalization(self, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        return normalization_from_stats(self.metadata["stats"], splits)
+        return normalization_from_stats(self.metadata["stats"], self.resolve(splits))
 
     def class_names(self, splits: Sequence[str]) -> tuple[str, ...]:
         """The emotions present in `splits`, in canonical order: the label set a model trains on."""
-        present = {e for s in splits for e in self.metadata["counts"][s]}
+        present = {e for s in self.resolve(splits) for e in self.metadata["counts"][s]}
         return tuple(e for e in EMOTIONS if e in present)
 
 
@@ -70,7 +75,7 @@ def open_dataset(data_dir: str, corpus: str, config_name: str | None = None, spl
             f"run `python -m data_prep --corpus={corpus} --data_dir={data_dir} ...` first")
     datasets = [Dataset(p, tfds.builder_from_directory(p)) for p in found]
     if split is not None:
-        datasets = [d for d in datasets if split in d.splits] or datasets[:0]
+        datasets = [d for d in datasets if split in d.splits or split == "all"]
         if not datasets:
             raise ValueError(f"No prepared {corpus!r} dataset under {data_dir!r} has a split {split!r}")
     return datasets[0]
@@ -101,16 +106,40 @@ class _CropNormalizePad(grain.transforms.RandomMap):
         return {"mel": out, "lengths": np.int32(n), "label": self.lookup[example["label"]]}
 
 
+class _HostRows(grain.MapDataset):
+    """This process' contiguous rows of each global batch of an (infinite) global sequence.
+
+    Every process walks the same shuffled, cropped global sequence and keeps its own block of each
+    global batch, so a global batch holds the same examples, in the same order and with the same
+    random crops, whatever the number of processes: a multi-host run follows the single-host one.
+    """
+
+    def __init__(self, parent: grain.MapDataset, global_batch: int, count: int, index: int):
+        super().__init__(parent)
+        self._global, self._local, self._index = global_batch, global_batch // count, index
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._global * self._local
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.slice(i)
+        batch, row = divmod(i, self._local)
+        return self._parent[batch * self._global + self._index * self._local + row]
+
+
 def train_dataset(source, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str],
                   max_frames: int, global_batch: int, seed: int, worker_threads: int = 2) -> grain.IterDataset:
-    """Infinite, per-epoch reshuffled, host-sharded batches of (local_batch, max_frames, mels)."""
+    """Infinite, per-epoch reshuffled batches of (global_batch / processes, max_frames, mels).
+
+    Each process reads only its own rows (records are fetched lazily by index).
+    """
     count, index = jax.process_count(), jax.process_index()
     if global_batch % count:
         raise ValueError(f"batch size {global_batch} is not divisible by the {count} processes")
-    lookup = label_lookup(class_names)
-    ds = grain.MapDataset.source(source)[index::count].seed(seed).shuffle().repeat()
-    ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, lookup))
-    ds = ds.batch(global_batch // count, drop_remainder=True)
+    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+    ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, label_lookup(class_names)))
+    ds = _HostRows(ds, global_batch, count, index).batch(global_batch // count, drop_remainder=True)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=4))
 
 
