@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
+import jax
 import ml_collections
+from jax.experimental import multihost_utils
 
 from data_prep import builder, splits
 from ser_jax.features import FeatureConfig
@@ -26,8 +28,10 @@ def training_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple[D
     settings = builder.Settings(corpus=d.corpus, split="speaker", folds=d.folds or None, seed=d.split_seed,
                                 features=FeatureConfig.from_mapping(config.features))
     if d.source_dir or d.corpus == "synthetic":
-        options = dict(d.synthetic) if d.corpus == "synthetic" else {}
-        builder.prepare(settings, root, d.source_dir or None, reader_options=options)
+        if jax.process_index() == 0:  # One writer; the other processes wait for its dataset.
+            options = dict(d.synthetic) if d.corpus == "synthetic" else {}
+            builder.prepare(settings, root, d.source_dir or None, reader_options=options)
+        multihost_utils.sync_global_devices("ser_jax: training dataset prepared")
     dataset = open_dataset(root, d.corpus, settings.config_name)
     if d.folds:
         folds = sorted(dataset.splits, key=lambda s: int(s.removeprefix("fold")))

@@ -73,10 +73,10 @@ def _forward(graphdef, params, batch_stats, batch, *, train: bool, rng=None):
     return logits, nnx.state(model, nnx.BatchStat)
 
 
-def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, num_classes: int) -> tuple[TrainState, dict]:
-    """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
-    rng, aug_key, dropout_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
+def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
+                   num_classes: int) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State]], nnx.State]:
+    """((loss, (logits, new batch_stats)), grads) on a global batch, with augmentation and dropout."""
+    _, aug_key, dropout_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
     mel, lengths, targets = augment.apply(aug_key, batch["mel"], batch["lengths"],
                                           jax.nn.one_hot(batch["label"], num_classes), config.augment)
     smoothing = config.train.label_smoothing
@@ -87,10 +87,18 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: op
                                      train=True, rng=dropout_key)
         return optax.softmax_cross_entropy(logits, targets).mean(), (logits, new_stats)
 
-    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+
+
+def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+               config: ml_collections.ConfigDict, num_classes: int) -> tuple[TrainState, dict]:
+    """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
+    (loss, (logits, new_stats)), grads = loss_and_grads(state, batch, graphdef=graphdef, config=config,
+                                                        num_classes=num_classes)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    next_rng = jax.random.split(jax.random.wrap_key_data(state.rng), 3)[0]
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              batch_stats=new_stats, opt_state=opt_state, rng=jax.random.key_data(rng))
+                              batch_stats=new_stats, opt_state=opt_state, rng=jax.random.key_data(next_rng))
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
 
@@ -128,6 +136,7 @@ class Steps:
 def predict(steps: Steps, state: TrainState, data: input_pipeline.EvalSet, *, batch_size: int,
             bucket_frames: int) -> tuple[np.ndarray, float]:
     """Logits of every example of `data` in order (each counted once), and the mean loss."""
+    batch_size += -batch_size % jax.device_count()  # Every device gets the same number of rows.
     logits = np.zeros((len(data), 0), np.float32)
     loss_sum = 0.0
     for local, ids in input_pipeline.eval_batches(data, global_batch=batch_size, bucket_frames=bucket_frames):
@@ -145,6 +154,38 @@ def _validate(steps, state, data, config, class_names) -> dict:
                            bucket_frames=config.data.eval_bucket_frames)
     m = metrics.classification_metrics(data.labels, logits.argmax(-1), class_names)
     return {"val/loss": loss, "val/accuracy": m["accuracy"], "val/ua": m["ua"]}
+
+
+def _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_names, schedule, *,
+                steps_per_epoch: int, total_steps: int) -> dict:
+    step = int(state.step)
+    global_batch = config.train.batch_size
+    last = {}
+    progress = writer.progress(total=total_steps, initial=step)
+    t0, n0 = time.perf_counter(), step
+    while step < total_steps:
+        state, m = steps.train(state, steps.global_batch(next(train_iter)))
+        step += 1
+        progress.update(1)
+        if step % config.train.log_every_steps == 0 or step == total_steps:
+            m = {f"train/{k}": float(v) for k, v in jax.device_get(m).items()}
+            elapsed = time.perf_counter() - t0
+            m["train/samples_per_s"] = (step - n0) * global_batch / elapsed
+            m["train/lr"] = float(schedule(step))
+            writer.write(step, m)
+            progress.set_postfix(loss=f"{m['train/loss']:.3f}")
+            t0, n0 = time.perf_counter(), step
+        if step % steps_per_epoch == 0 or step == total_steps:
+            last = _validate(steps, state, val_data, config, class_names)
+            last["epoch"] = -(-step // steps_per_epoch)
+            writer.write(step, last)
+            checkpoints.save(mngr, step, state, train_iter, metrics={checkpoints.BEST_METRIC: last["val/ua"]})
+        elif config.train.checkpoint_every_steps and step % config.train.checkpoint_every_steps == 0:
+            checkpoints.save(mngr, step, state, train_iter)
+    progress.close()
+    if not last:  # Resumed a finished run: report the final checkpoint's validation figures.
+        last = _validate(steps, state, val_data, config, class_names)
+    return {**last, "step": step}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -185,37 +226,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         print(f"Resumed from {mngr.directory}/{step}")
 
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
-    step = int(state.step)
-    last = {}
-    progress = writer.progress(total=total_steps, initial=step)
-    t0, n0 = time.perf_counter(), step
-    while step < total_steps:
-        state, m = steps.train(state, steps.global_batch(next(train_iter)))
-        step += 1
-        progress.update(1)
-        if step % config.train.log_every_steps == 0 or step == total_steps:
-            m = {f"train/{k}": float(v) for k, v in jax.device_get(m).items()}
-            elapsed = time.perf_counter() - t0
-            m["train/samples_per_s"] = (step - n0) * global_batch / elapsed
-            m["train/lr"] = float(schedule(step))
-            writer.write(step, m)
-            progress.set_postfix(loss=f"{m['train/loss']:.3f}")
-            t0, n0 = time.perf_counter(), step
-        epoch_end = step % steps_per_epoch == 0 or step == total_steps
-        if epoch_end:
-            last = _validate(steps, state, val_data, config, class_names)
-            last["epoch"] = -(-step // steps_per_epoch)
-            writer.write(step, last)
-            checkpoints.save(mngr, step, state, train_iter, metrics={checkpoints.BEST_METRIC: last["val/ua"]})
-        elif config.train.checkpoint_every_steps and step % config.train.checkpoint_every_steps == 0:
-            checkpoints.save(mngr, step, state, train_iter)
-    progress.close()
-    mngr.wait_until_finished()
-    writer.close()
-    if not last:  # Resumed a finished run: report the final checkpoint's validation figures.
-        last = _validate(steps, state, val_data, config, class_names)
+    try:
+        last = _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_names, schedule,
+                           steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    finally:  # Also on interruption: never leave an async save half-written.
+        mngr.wait_until_finished()
+        mngr.close()
+        writer.close()
     chance = 1 / len(class_names)
-    print(f"Validation after {step} steps: accuracy {last['val/accuracy']:.1%}, UA {last['val/ua']:.1%} "
+    print(f"Validation after {last['step']} steps: accuracy {last['val/accuracy']:.1%}, UA {last['val/ua']:.1%} "
           f"(chance {chance:.1%}, {len(class_names)} classes); checkpoints in {mngr.directory}")
     return last
 

@@ -70,7 +70,8 @@ class AttentionPooling(nnx.Module):
 
     def __init__(self, in_features: int, attention_dim: int, *, dtype=None, rngs: nnx.Rngs):
         self.score_hidden = nnx.Linear(in_features, attention_dim, dtype=dtype, rngs=rngs)
-        self.score = nnx.Linear(attention_dim, 1, dtype=dtype, rngs=rngs)
+        # No bias: softmax ignores a constant, so its gradient would be pure rounding noise.
+        self.score = nnx.Linear(attention_dim, 1, use_bias=False, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         logits = self.score(jnp.tanh(self.score_hidden(x)))[..., 0].astype(jnp.float32)

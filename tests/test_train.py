@@ -1,0 +1,187 @@
+"""Training: data parallelism equals one device, resume follows the same trajectory, multi-process agrees."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from configs.base import get_base_config
+from data_prep.corpora import synthetic
+from ser_jax import checkpoints, evaluate, train
+from ser_jax.trained_model import TrainedModel
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_EPOCHS, STEPS_PER_EPOCH = 2, 4  # 4 train speakers x 8 emotions = 32 clips, batch 8.
+
+
+def tiny_config(data_dir: str, **train_overrides):
+    c = get_base_config()
+    c.data.data_dir = data_dir
+    c.data.max_frames = 120
+    c.data.eval_bucket_frames = 60
+    c.data.synthetic.update(n_speakers=6, utterances_per_emotion=1)
+    c.features.n_mels = 24
+    c.model.update(channels=(8,), lstm_hidden=12, attention_dim=8)
+    c.optim.warmup_steps = 2
+    c.train.update(batch_size=8, eval_batch_size=16, num_epochs=NUM_EPOCHS, log_every_steps=2, keep_best=1,
+                   **train_overrides)
+    c.lock()
+    return c
+
+
+def config_flags(config) -> list[str]:
+    """The command-line overrides that turn configs/cnn_bilstm.py into `config`."""
+    flat = {"data.data_dir": config.data.data_dir, "data.max_frames": 120, "data.eval_bucket_frames": 60,
+            "data.synthetic.n_speakers": 6, "data.synthetic.utterances_per_emotion": 1, "features.n_mels": 24,
+            "model.channels": "(8,)", "model.lstm_hidden": 12, "model.attention_dim": 8, "optim.warmup_steps": 2,
+            "train.batch_size": 8, "train.eval_batch_size": 16, "train.num_epochs": NUM_EPOCHS,
+            "train.log_every_steps": 2, "train.keep_best": 1}
+    return [f"--config.{k}={v}" for k, v in flat.items()]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, data_dir) -> tuple[str, dict]:
+    """One uninterrupted run on 8 devices; the other tests compare against it."""
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    return workdir, train.train_and_evaluate(tiny_config(data_dir), workdir)
+
+
+def params_of(workdir: str, step="latest") -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(TrainedModel.load(workdir, step).state.params)]
+
+
+def test_one_device_and_eight_devices_give_the_same_loss_and_gradients():
+    config = tiny_config("")
+    tx = train.create_optimizer(config.optim, 10)
+    graphdef, state = train.create_train_state(config, num_classes=5, n_mels=24, tx=tx)
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 120, size=16).astype(np.int32)
+    mel = rng.normal(size=(16, 120, 24)).astype(np.float32) * (np.arange(120)[None, :, None] < lengths[:, None, None])
+    batch = {"mel": mel, "lengths": lengths, "label": rng.integers(0, 5, size=16).astype(np.int32)}
+    fn = functools.partial(train.loss_and_grads, graphdef=graphdef, config=config, num_classes=5)
+
+    def run(devices):
+        mesh = train.make_mesh(devices)
+        replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+        step = jax.jit(fn, in_shardings=(replicated, sharded), out_shardings=replicated)
+        out = step(jax.device_put(state, replicated), jax.device_put(batch, sharded))
+        return [np.asarray(x) for x in jax.tree.leaves(out)]
+
+    assert len(jax.devices()) == 8
+    one, eight = run(jax.devices()[:1]), run(jax.devices())
+    assert len(one) == len(eight) > 10
+    for a, b in zip(one, eight):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_training_learns_keeps_best_and_latest_and_logs(reference_run):
+    workdir, last = reference_run
+    assert last["step"] == NUM_EPOCHS * STEPS_PER_EPOCH
+    assert 0.0 <= last["val/ua"] <= 1.0
+    mngr = checkpoints.manager(workdir, read_only=True)
+    steps = mngr.all_steps()
+    best = mngr.best_step()
+    assert mngr.latest_step() == NUM_EPOCHS * STEPS_PER_EPOCH
+    assert set(steps) == {best, mngr.latest_step()}  # keep_best=1 plus the latest.
+    for name in ("config.json", "model_info.json", "metrics.jsonl"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+
+class Preempted(Exception):
+    pass
+
+
+def test_resumed_run_follows_the_uninterrupted_trajectory(tmp_path, data_dir, reference_run, monkeypatch):
+    config = tiny_config(data_dir)
+    save = checkpoints.save
+
+    def save_then_preempt(mngr, step, *args, **kwargs):
+        save(mngr, step, *args, **kwargs)
+        if step == STEPS_PER_EPOCH:
+            raise Preempted
+
+    monkeypatch.setattr(checkpoints, "save", save_then_preempt)
+    with pytest.raises(Preempted):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert checkpoints.manager(str(tmp_path), read_only=True).all_steps() == [STEPS_PER_EPOCH]
+    monkeypatch.setattr(checkpoints, "save", save)
+    last = train.train_and_evaluate(config, str(tmp_path))
+    assert last["step"] == NUM_EPOCHS * STEPS_PER_EPOCH
+    for a, b in zip(params_of(reference_run[0]), params_of(str(tmp_path))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_agree_with_one(tmp_path, data_dir, reference_run):
+    """Two processes with 2 CPU devices each (gloo collectives) follow the 8-device run."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, "-m", "ser_jax.main", "--config", "configs/cnn_bilstm.py",
+               "--workdir", str(tmp_path), "--coordinator_address", address, "--num_processes", "2",
+               *config_flags(tiny_config(data_dir))]
+    procs = [subprocess.Popen(command + ["--process_id", str(i)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    assert f"Validation after {NUM_EPOCHS * STEPS_PER_EPOCH} steps" in outputs[0]
+    # Restored here on 8 devices: a checkpoint written by 4 devices over 2 processes.
+    for a, b in zip(params_of(reference_run[0]), params_of(str(tmp_path))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_evaluation_reports_metrics_and_leaves_out_unknown_labels(tmp_path, data_dir, reference_run):
+    workdir, _ = reference_run
+    config = tiny_config(data_dir)
+    report = evaluate.evaluate(config, workdir)  # Default: the training dataset's test split (1 speaker).
+    m = report["metrics"]
+    assert m["num_examples"] == 8 and report["left_out"] == {}
+    assert sum(map(sum, m["confusion"])) == 8
+    assert len(report["by_speaker"]) == 1 and sum(g["num_examples"] for g in report["by_gender"].values()) == 8
+    out = os.path.join(workdir, "eval")
+    (folder,) = os.listdir(out)
+    for name in ("report.json", "confusion_matrix.png", "confusion_matrix.csv", "per_class.csv",
+                 "predictions.csv", "training_curves.png"):
+        assert os.path.getsize(os.path.join(out, folder, name)) > 0
+
+    # Another corpus with a label the model never saw: EMO-DB's boredom is left out and counted.
+    source = tmp_path / "emodb"
+    synthetic.write_corpus(str(source), "emodb", n_speakers=2, utterances_per_emotion=1)
+    prepared = tmp_path / "prepared"
+    subprocess.run([sys.executable, "-m", "data_prep", "--corpus=emodb", f"--source_dir={source}",
+                    f"--data_dir={prepared}", "--split=all", "--n_mels=24"], cwd=REPO, check=True,
+                   capture_output=True)
+    with config.unlocked():
+        config.eval.update(data_dir=str(prepared), corpus="emodb", split="all", output_dir=str(tmp_path / "out"))
+    report = evaluate.evaluate(config, workdir)
+    assert report["left_out"] == {"boredom": 2}
+    assert report["metrics"]["num_examples"] == 12
+    assert set(report["by_corpus"]) == {"emodb"}
+
+
+def test_mistyped_config_key_fails_with_its_name(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ser_jax.main", "--config", "configs/cnn_bilstm.py",
+                             "--workdir", str(tmp_path), "--config.optim.lrr=3e-4"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "lrr" in result.stderr
+    assert not os.listdir(tmp_path)
