@@ -1,0 +1,113 @@
+"""Training throughput: samples/s and compile time of one jitted train step, on 1 and 8 CPU devices.
+
+    python benchmarks/train_throughput.py [--torch_python=/path/to/venv/bin/python]
+
+Each device count runs in its own process (XLA reads the fake-device flag at start-up). With
+--torch_python, the PyTorch peer (../shared/bench/torch_peer.py) runs right after in the same session,
+so the ratio is taken under the same machine load. Figures go to benchmarks/results/train_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH_PEER = os.path.join(REPO, "..", "shared", "bench", "torch_peer.py")
+
+
+def measure(batch: int, frames: int, mels: int, steps: int, config_path: str) -> dict:
+    """Runs in the child process: compile once, then time `steps` steps on every visible device."""
+    import importlib.util
+
+    import jax
+    import numpy as np
+
+    from ser_jax import train
+
+    spec = importlib.util.spec_from_file_location("bench_config", config_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    tx = train.create_optimizer(config.optim, 1000)
+    graphdef, state = train.create_train_state(config, num_classes=8, n_mels=mels, tx=tx)
+    steps_fn = train.Steps(train.make_mesh(), graphdef, tx, config, num_classes=8)
+    state = steps_fn.place_state(state)
+    rng = np.random.default_rng(0)
+    batch_np = {"mel": rng.normal(size=(batch, frames, mels)).astype(np.float32),
+                "lengths": np.full(batch, frames, np.int32), "label": rng.integers(0, 8, batch).astype(np.int32)}
+    data = steps_fn.global_batch(batch_np)
+
+    t = time.perf_counter()
+    compiled = steps_fn.train.lower(state, data).compile()
+    compile_s = time.perf_counter() - t
+    for _ in range(2):
+        state, m = compiled(state, data)
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        state, m = compiled(state, data)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t)
+    median = float(np.median(times))
+    return {"devices": jax.device_count(), "batch": batch, "frames": frames, "mels": mels,
+            "compile_s": round(compile_s, 2), "step_ms_median": round(1e3 * median, 1),
+            "samples_per_s": round(batch / median, 1)}
+
+
+def run_child(devices: int, args) -> dict:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    out = subprocess.run([sys.executable, __file__, "--child", "--batch", str(args.batch), "--frames",
+                          str(args.frames), "--mels", str(args.mels), "--steps", str(args.steps),
+                          "--config", args.config], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_torch(args) -> dict:
+    out = subprocess.run([args.torch_python, TORCH_PEER, "--batch", str(args.batch), "--frames", str(args.frames),
+                          "--mels", str(args.mels), "--steps", str(args.steps)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--mels", type=int, default=80)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--devices", default="1,8", help="Fake CPU device counts to measure.")
+    p.add_argument("--config", default=os.path.join(REPO, "configs", "cnn_bilstm.py"))
+    p.add_argument("--torch_python", default="", help="A python with torch, to run the PyTorch peer beside.")
+    p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "train_throughput.json"))
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.batch, args.frames, args.mels, args.steps, args.config)))
+        return
+    results = {"jax": [run_child(int(d), args) for d in args.devices.split(",")]}
+    for r in results["jax"]:
+        print(f"JAX   {r['devices']} device(s): {r['samples_per_s']:7.1f} samples/s "
+              f"({r['step_ms_median']:.0f} ms/step at batch {r['batch']}x{r['frames']}x{r['mels']}), "
+              f"compile {r['compile_s']:.1f} s")
+    if args.torch_python:
+        results["torch"] = run_torch(args)
+        print(f"torch CPU peer: {results['torch']}")
+        torch_rate = results["torch"]["samples_per_s"]
+        results["ratio_jax_1_device_over_torch"] = round(results["jax"][0]["samples_per_s"] / torch_rate, 2)
+        print(f"JAX (1 device) / PyTorch: {results['ratio_jax_1_device_over_torch']}x")
+    results["cpu_count"] = os.cpu_count()
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"Saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()

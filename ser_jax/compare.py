@@ -1,0 +1,125 @@
+"""Speaker-independent k-fold comparison of model configs: one command, a Markdown table and a CSV.
+
+    python -m ser_jax.compare --configs=configs/cnn_only.py,configs/lstm_only.py,configs/cnn_bilstm.py \\
+        --corpus=ravdess --source_dir=../shared/data/ravdess --folds=6 --workdir=workdir/compare
+
+Each round i of the cross-validation tests on speaker fold i, selects the checkpoint on fold i+1
+(validation UA) and trains on the rest, so no speaker is ever in two roles in one round. Rounds and
+seeds run one after another: on CPUs a vmapped ensemble costs as much compute as the runs it
+replaces, so sequential runs lose nothing there and each run stays an ordinary, resumable workdir
+(an interrupted comparison picks up where it stopped).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import time
+
+from absl import app, flags, logging
+
+flags.DEFINE_list("configs", ["configs/cnn_only.py", "configs/lstm_only.py", "configs/cnn_bilstm.py"],
+                  "Config files to compare.")
+flags.DEFINE_string("workdir", None, "One sub-workdir per config, fold and seed goes here.", required=True)
+flags.DEFINE_string("corpus", "synthetic", "Corpus name, as for data_prep.")
+flags.DEFINE_string("source_dir", "", "The corpus as downloaded (prepared into --data_dir first).")
+flags.DEFINE_string("data_dir", "", "Where the folds dataset is (or is prepared); default <workdir>/data.")
+flags.DEFINE_integer("folds", 5, "Speaker folds (>= 3).")
+flags.DEFINE_list("seeds", ["0"], "Training seeds; every fold is trained once per seed.")
+flags.DEFINE_list("only_folds", [], "Run just these rounds (default: all); e.g. to split the work over machines.")
+flags.DEFINE_multi_string("set", [], "Config overrides for every run, e.g. --set=train.num_epochs=20.")
+FLAGS = flags.FLAGS
+
+RESULTS = "results.jsonl"
+
+
+def _override(config, assignment: str) -> None:
+    """Applies one `key.path=value` (a Python literal, or raw text for string keys)."""
+    key, _, value = assignment.partition("=")
+    *path, leaf = key.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    if leaf not in node:
+        raise KeyError(f"--set {assignment!r}: no config key {key!r}")
+    node[leaf] = value if isinstance(node[leaf], str) else ast.literal_eval(value)
+
+
+def config_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def load_config(path: str):
+    spec = importlib.util.spec_from_file_location(config_name(path), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def run_config(path: str, fold: int, seed: int):
+    config = load_config(path)
+    with config.unlocked():
+        config.seed = seed
+        config.data.update(corpus=FLAGS.corpus, source_dir=FLAGS.source_dir,
+                           data_dir=FLAGS.data_dir or os.path.join(FLAGS.workdir, "data"),
+                           folds=FLAGS.folds, fold=fold)
+        for assignment in FLAGS.set:
+            _override(config, assignment)
+    return config
+
+
+def _done(results_path: str) -> dict[tuple, dict]:
+    if not os.path.exists(results_path):
+        return {}
+    with open(results_path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {(r["config"], r["fold"], r["seed"]): r for r in rows}
+
+
+def _run(path: str, name: str, fold: int, seed: int) -> dict:
+    """Trains one round (resuming if its workdir has checkpoints) and tests its best checkpoint."""
+    from ser_jax import evaluate, train
+
+    config = run_config(path, fold, seed)
+    workdir = os.path.join(FLAGS.workdir, name, f"fold{fold}_seed{seed}")
+    start = time.perf_counter()
+    train.train_and_evaluate(config, workdir)
+    report = evaluate.evaluate(config, workdir)
+    m = report["metrics"]
+    return {"config": name, "fold": fold, "seed": seed, "accuracy": m["accuracy"], "ua": m["ua"],
+            "f1_macro": m["f1_macro"], "test_examples": m["num_examples"], "best_step": report["step"],
+            "seconds": round(time.perf_counter() - start, 1), "workdir": workdir}
+
+
+def main(argv):
+    del argv
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    from ser_jax import reports
+
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    results_path = os.path.join(FLAGS.workdir, RESULTS)
+    done = _done(results_path)
+    rows = []
+    # Folds outermost: a comparison stopped early still has every config on the same folds.
+    for seed in map(int, FLAGS.seeds):
+        for fold in map(int, FLAGS.only_folds) if FLAGS.only_folds else range(FLAGS.folds):
+            for path in FLAGS.configs:
+                name = config_name(path)
+                key = (name, fold, seed)
+                if key not in done:
+                    done[key] = _run(path, name, fold, seed)
+                    with open(results_path, "a") as f:
+                        f.write(json.dumps(done[key]) + "\n")
+                rows.append(done[key])
+    rows.sort(key=lambda r: [config_name(p) for p in FLAGS.configs].index(r["config"]))
+    table = reports.write_comparison_table(rows, os.path.join(FLAGS.workdir, "comparison.md"),
+                                           os.path.join(FLAGS.workdir, "comparison.csv"))
+    print(table)
+    print(f"Per-fold figures: {os.path.join(FLAGS.workdir, 'comparison.csv')}")
+
+
+if __name__ == "__main__":
+    app.run(main)
