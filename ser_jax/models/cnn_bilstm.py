@@ -21,7 +21,10 @@ class ConvBlock(nnx.Module):
     def __init__(self, in_channels: int, out_channels: int, *, dropout: float, dtype, rngs: nnx.Rngs):
         self.conv = nnx.Conv(in_channels, out_channels, (3, 3), use_bias=False, dtype=dtype, rngs=rngs)
         self.norm = nnx.BatchNorm(out_channels, momentum=0.9, dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout)
+        # Whole feature maps are dropped (spatial dropout): neighbouring time-frequency cells are
+        # strongly correlated, so per-cell dropout regularises little, and its random bits dominate
+        # the step time on CPUs.
+        self.dropout = nnx.Dropout(dropout, broadcast_dims=(1, 2))
 
     def __call__(self, x, lengths, *, train: bool, rngs: nnx.Rngs | None):
         valid = length_mask(lengths, x.shape[1])[:, :, None, None]
@@ -30,7 +33,8 @@ class ConvBlock(nnx.Module):
         x = jnp.where(valid, jax.nn.relu(x), 0)
         # ReLU outputs are >= 0, so zero padding to even sizes never wins a max over valid frames.
         x = jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        b, t, m, c = x.shape  # 2x2 max-pool as a reshape: XLA:CPU's reduce_window gradient is slow.
+        x = x.reshape(b, t // 2, 2, m // 2, 2, c).max(axis=(2, 4))
         return self.dropout(x, deterministic=not train, rngs=rngs), (lengths + 1) // 2
 
 
