@@ -210,21 +210,22 @@ class Predictor:
     def window_function(self, window_samples: int):
         """A jitted `(waveform (batch, window_samples) float32, num_samples (batch,) int32) -> probabilities`.
 
-        The log-Mel frontend runs in JAX inside the same compiled function as the model.
+        The log-Mel frontend runs in JAX inside the same compiled function as the model, and the
+        weights are closed over (compile-time constants, as in the exported function): on CPU that
+        runs about 10% faster than passing them as arguments.
         """
         if window_samples not in self._windows:
-            fn = jax.jit(functools.partial(window_probabilities, self.graphdef, features=self.features,
-                                           mean=self.info.mean, std=self.info.std))
-            params, stats, device = self.params, self.batch_stats, self.device
+            params, stats = jax.device_get((self.params, self.batch_stats))
+            fn = jax.jit(functools.partial(window_probabilities, self.graphdef, params, stats,
+                                           features=self.features, mean=self.info.mean, std=self.info.std))
+            device = self.device
 
             def call(waveform, num_samples):
                 waveform = np.asarray(waveform, np.float32)
                 if waveform.shape[-1] != window_samples:
                     raise ValueError(f"expected windows of {window_samples} samples, got shape {waveform.shape}")
-                return fn(params, stats, jax.device_put(waveform, device),
-                          jax.device_put(np.asarray(num_samples, np.int32), device))
+                return fn(jax.device_put(waveform, device), jax.device_put(np.asarray(num_samples, np.int32), device))
 
-            call.jitted = fn
             self._windows[window_samples] = call
         return self._windows[window_samples]
 
@@ -321,6 +322,10 @@ def _fmt(v) -> str:
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
+def _device(name: str | None):
+    return int(name) if name is not None and name.isdigit() else name
+
+
 def _report(error: audio.AudioError) -> None:
     print(f"skipped {error.path}: {error.reason}", file=sys.stderr, flush=True)
 
@@ -374,7 +379,7 @@ def _stream(predictor: Predictor, args, out) -> int:
     sources: list[tuple[str, Iterable[np.ndarray]]] = []
     skipped = 0
     if args.mic:
-        sources.append(("mic", streaming.microphone_chunks(sr, chunk, device=args.mic_device)))
+        sources.append(("mic", streaming.microphone_chunks(sr, chunk, device=_device(args.mic_device))))
     if "-" in args.paths:
         sources.append(("-", streaming.raw_pcm_chunks(sys.stdin.buffer, args.stdin_rate, args.stdin_format,
                                                       args.stdin_channels, sr, chunk_samples=chunk)))
@@ -438,6 +443,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error("give audio paths ('-' for stdin) or --mic")
     if args.mic and not args.stream:
         build_parser().error("--mic needs --stream")
+    if args.mic:
+        from ser_jax import streaming
+
+        try:
+            streaming.import_sounddevice()
+        except RuntimeError as e:
+            build_parser().error(str(e))
     from absl import logging
 
     logging.set_verbosity(logging.ERROR)  # Orbax logs every restore (and read-only warnings).
@@ -445,6 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", newline="")
     try:
         return (_stream if args.stream else _predict_files)(predictor, args, out)
+    except BrokenPipeError:  # The reader went away (`... | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         if out is not sys.stdout:
             out.close()

@@ -109,6 +109,13 @@ def file_chunks(path: str, sample_rate: int, chunk_samples: int, *, realtime: bo
         yield wave[start:start + chunk_samples]
 
 
+def _resampler(rate: int, sample_rate: int):
+    """A streaming soxr resampler (None when the rates agree): chunks resample as the whole would."""
+    import soxr
+
+    return soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") if rate != sample_rate else None
+
+
 _FORMATS = {"s16le": (np.dtype("<i2"), 1 / 32768.0), "f32le": (np.dtype("<f4"), 1.0)}
 
 
@@ -118,14 +125,12 @@ def raw_pcm_chunks(stream: BinaryIO, rate: int, fmt: str, channels: int, sample_
 
     Chunks are yielded as soon as they are read (so a live pipe stays live); resampling is streamed.
     """
-    import soxr
-
     if fmt not in _FORMATS:
         raise ValueError(f"raw PCM format must be one of {sorted(_FORMATS)}, got {fmt!r}")
     dtype, scale = _FORMATS[fmt]
     frame = dtype.itemsize * channels
     read = getattr(stream, "read1", stream.read)  # read1: return what the pipe has, not wait for a full chunk.
-    resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") if rate != sample_rate else None
+    resampler = _resampler(rate, sample_rate)
     pending = b""
     while True:
         data = read(chunk_samples * frame)
@@ -143,27 +148,38 @@ def raw_pcm_chunks(stream: BinaryIO, rate: int, fmt: str, channels: int, sample_
             return
 
 
-def microphone_chunks(sample_rate: int, chunk_samples: int, *, device=None) -> Iterator[np.ndarray]:
-    """Live microphone audio, mono float32 at `sample_rate`, until interrupted (Ctrl-C)."""
+def import_sounddevice():
+    """The optional `sounddevice` module, or a RuntimeError that says how to install it."""
     try:
-        import sounddevice as sd
-    except (ImportError, OSError) as e:  # OSError: the package is there but PortAudio is not.
-        raise RuntimeError("--mic needs the optional `sounddevice` package and the PortAudio library: "
+        import sounddevice
+    except (ImportError, OSError) as e:  # OSError: the package is there but the PortAudio library is not.
+        raise RuntimeError("microphone input needs the optional `sounddevice` package and the PortAudio library: "
                            "pip install sounddevice (or pip install 'ser_jax[mic]'); "
-                           f"import failed with: {e}") from e
-    import soxr
+                           f"importing it failed with: {e}") from e
+    return sounddevice
 
+
+def microphone_chunks(sample_rate: int, chunk_samples: int, *, device=None) -> Iterator[np.ndarray]:
+    """Live microphone audio, mono float32 at `sample_rate`, until interrupted (Ctrl-C).
+
+    Raises RuntimeError at once (not at the first chunk) when sounddevice is missing.
+    """
+    sd = import_sounddevice()
     info = sd.query_devices(device, "input")
     rate = int(info["default_samplerate"])
-    resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") if rate != sample_rate else None
-    blocks: queue.Queue = queue.Queue()
-
-    def callback(indata, frames, time_info, status):
-        blocks.put(indata.mean(axis=1).copy())
-
+    resampler = _resampler(rate, sample_rate)
     block = max(1, round(chunk_samples * rate / sample_rate))
-    with sd.InputStream(samplerate=rate, channels=min(2, int(info["max_input_channels"])) or 1, dtype="float32",
-                        blocksize=block, device=device, callback=callback):
-        while True:
-            x = blocks.get()
-            yield resampler.resample_chunk(x) if resampler is not None else x
+
+    def chunks():
+        blocks: queue.Queue = queue.Queue()
+
+        def callback(indata, frames, time_info, status):
+            blocks.put(indata.mean(axis=1).copy())
+
+        with sd.InputStream(samplerate=rate, channels=min(2, int(info["max_input_channels"])) or 1,
+                            dtype="float32", blocksize=block, device=device, callback=callback):
+            while True:
+                x = blocks.get()
+                yield resampler.resample_chunk(x) if resampler is not None else x
+
+    return chunks()

@@ -1,0 +1,238 @@
+"""CPU latency of one streaming window: waveform in, probabilities out (batch 1).
+
+    python benchmarks/latency.py [--workdir DIR] [--window 3.0] [--iters 300] [--breakdown]
+
+Times the jitted window function that streaming uses (`Predictor.window_function`: JAX log-Mel
+frontend, normalisation and model in one compiled function), including the host->device copy of the
+waveform and the copy of the probabilities back, and the same function exported with
+`ser_jax.export` and reloaded through `ser_jax.serving`. Without --workdir the model is the default
+config's (configs/cnn_bilstm.py: channels (32, 64), BiLSTM 128, 80 mels, 8 classes) with random
+weights, which time the same as trained ones.
+
+Each setting runs in its own subprocess, since XLA reads its flags when it starts:
+  one core:  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" and the
+             process pinned to one CPU (sched_setaffinity, as `taskset -c 0` would);
+  all cores: no flags, no pinning.
+Prints ms per window (median, p90) and the real-time factor at the hop (ms per window / hop ms: the
+share of one core's time that keeping up with a stream takes), and writes
+benchmarks/results/latency.json. --breakdown also times the parts (frontend, CNN, BiLSTM, pooling
+and head) as separate jitted functions, and --lstm_unroll K adds a run with the BiLSTM's scan
+unrolled K steps (by patching jax.lax.scan in that subprocess only; the model code is unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results", "latency.json")
+SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+TARGET_MS = 10.0
+
+
+def _stats(times_s: list[float]) -> dict:
+    import numpy as np
+
+    ms = np.asarray(times_s) * 1000
+    return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)), "mean_ms": float(ms.mean()),
+            "min_ms": float(ms.min()), "iters": int(ms.size)}
+
+
+def _time(fn, iters: int, warmup: int = 10) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return _stats(times)
+
+
+def _predictor(workdir: str | None):
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from ser_jax.predict import Predictor
+
+    if workdir:
+        return Predictor.from_workdir(workdir)
+    sys.path.insert(0, REPO)
+    from configs.cnn_bilstm import get_config
+    from data_prep.corpora.base import EMOTIONS
+    from ser_jax.features import FeatureConfig
+    from ser_jax.model_info import ModelInfo
+    from ser_jax.models import create_model
+
+    config = get_config()
+    features = FeatureConfig.from_mapping(config.features)
+    classes = EMOTIONS[:8]
+    model = create_model(config.model, num_classes=len(classes), n_mels=features.n_mels, rngs=nnx.Rngs(0))
+    graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    info = ModelInfo(class_names=classes, features=features, mean=np.full(features.n_mels, -40.0, np.float32),
+                     std=np.full(features.n_mels, 15.0, np.float32), model=config.model.to_dict())
+    del jnp
+    return Predictor(info, graphdef, params, stats)
+
+
+def _breakdown(predictor, wave, n, iters: int) -> dict:
+    """Each stage as its own jitted function (weights closed over as in the fused function; inputs
+    precomputed and on device): where the time goes. The stages sum to a little more than the fused
+    function, which also saves the copies between them."""
+    import jax
+    from flax import nnx
+
+    from ser_jax import predict
+    from ser_jax.models.layers import length_mask
+
+    info = predictor.info
+    g = predictor.graphdef
+    params, stats = jax.device_get((predictor.params, predictor.batch_stats))
+    model = lambda: nnx.merge(g, params, stats)  # noqa: E731
+
+    def cnn(x, lengths):
+        x = x[..., None]
+        for block in model().blocks:
+            x, lengths = block(x, lengths, train=False, rngs=None)
+        return x.reshape(*x.shape[:2], -1), lengths
+
+    def head(x, lengths):
+        m = model()
+        mask = length_mask(lengths, x.shape[1])
+        pooled = m.pool(x, mask) if m.pool is not None else (x * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+        return jax.nn.softmax(m.head(pooled), -1)
+
+    frontend = jax.jit(functools.partial(predict.window_features, features=info.features, mean=info.mean,
+                                         std=info.std))
+    cnn_j, head_j = jax.jit(cnn), jax.jit(head)
+    lstm_j = jax.jit(lambda x, lengths: model().lstm(x, lengths))
+    proj_j = jax.jit(lambda x: model().lstm.input_proj(x))  # The one matmul before the scan.
+    mel, lengths = frontend(wave, n)
+    feats, flen = cnn_j(mel, lengths) if model().blocks else (mel, lengths)
+    has_lstm = model().lstm is not None
+    seq = lstm_j(feats, flen) if has_lstm else feats
+    out = {"frontend": _time(lambda: jax.block_until_ready(frontend(wave, n)), iters)}
+    if model().blocks:
+        out["cnn"] = _time(lambda: jax.block_until_ready(cnn_j(mel, lengths)), iters)
+    if has_lstm:
+        out["bilstm"] = _time(lambda: jax.block_until_ready(lstm_j(feats, flen)), iters)
+        out["bilstm_input_proj"] = _time(lambda: jax.block_until_ready(proj_j(feats)), iters)
+    out["pool_head"] = _time(lambda: jax.block_until_ready(head_j(seq, flen)), iters)
+    out["shapes"] = {"mel": list(mel.shape), "lstm_in": list(feats.shape)}
+    return out
+
+
+def child(args) -> dict:
+    """Runs in the subprocess of one setting; returns its figures."""
+    if args.pin is not None:
+        os.sched_setaffinity(0, {args.pin})
+    import jax
+
+    if args.lstm_unroll > 1:  # An experiment only: what unroll= in layers.BiLSTM's scan would give.
+        jax.lax.scan = functools.partial(jax.lax.scan, unroll=args.lstm_unroll)
+    import numpy as np
+
+    from ser_jax import export, serving
+
+    predictor = _predictor(args.workdir)
+    window = int(round(args.window * predictor.sample_rate))
+    wave = (0.1 * np.random.default_rng(0).standard_normal((1, window))).astype(np.float32)
+    n = np.full(1, window, np.int32)
+    fn = predictor.window_function(window)
+    t0 = time.perf_counter()
+    np.asarray(fn(wave, n))
+    compile_s = time.perf_counter() - t0
+    result = {"jit": _time(lambda: np.asarray(fn(wave, n)), args.iters), "compile_s": compile_s}
+    # The exported artefact (weights baked in as constants), reloaded as a server would.
+    exported = export.export_window(predictor, window, batch=1)
+    served = serving.ExportedClassifier(jax.export.deserialize(exported.serialize()))
+    np.asarray(served(wave, n))
+    result["exported"] = _time(lambda: np.asarray(served(wave, n)), args.iters)
+    np.testing.assert_allclose(served(wave, n), np.asarray(fn(wave, n)), atol=1e-5)
+    if args.breakdown:
+        result["breakdown"] = _breakdown(predictor, jax.device_put(wave), jax.device_put(n), args.iters)
+    result.update(cpus=len(os.sched_getaffinity(0)), xla_flags=os.environ.get("XLA_FLAGS", ""),
+                  window_samples=window, lstm_unroll=args.lstm_unroll)
+    return result
+
+
+def _run_setting(name: str, args, *, single: bool, unroll: int = 1) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env["XLA_FLAGS"] = SINGLE_THREAD_FLAGS if single else ""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--window", str(args.window),
+           "--iters", str(args.iters), "--lstm_unroll", str(unroll)]
+    if single:
+        cmd += ["--pin", str(min(os.sched_getaffinity(0)))]
+    if args.workdir:
+        cmd += ["--workdir", args.workdir]
+    if args.breakdown:
+        cmd.append("--breakdown")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"setting {name!r} failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", default=None, help="time a trained workdir's model (default: random init)")
+    p.add_argument("--window", type=float, default=3.0, help="window seconds")
+    p.add_argument("--hop", type=float, default=0.5, help="hop seconds, for the real-time factor")
+    p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--breakdown", action="store_true", help="also time frontend / CNN / BiLSTM / head")
+    p.add_argument("--lstm_unroll", type=int, default=1, help="also run one core with the scan unrolled K steps")
+    p.add_argument("--settings", default="single,all", help="comma-separated: single, all")
+    p.add_argument("--output", default=RESULTS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--pin", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+
+    settings = [s for s in args.settings.split(",") if s]
+    runs = {}
+    for s in settings:
+        runs["1 core" if s == "single" else "all cores"] = _run_setting(s, args, single=s == "single")
+    if args.lstm_unroll > 1:
+        runs[f"1 core, scan unroll {args.lstm_unroll}"] = _run_setting("single", args, single=True,
+                                                                         unroll=args.lstm_unroll)
+    hop_ms = args.hop * 1000
+    model = f"model of {args.workdir}" if args.workdir else "default model (random init)"
+    print(f"{args.window:g} s window, batch 1, {model}; "
+          f"target <= {TARGET_MS:g} ms on one core; RTF = ms per window / {hop_ms:g} ms hop")
+    print(f"{'setting':<28}{'cpus':>5}{'median ms':>11}{'p90 ms':>9}{'RTF':>8}{'exported median':>17}")
+    for name, r in runs.items():
+        j = r["jit"]
+        r["rtf_at_hop"] = j["median_ms"] / hop_ms
+        print(f"{name:<28}{r['cpus']:>5}{j['median_ms']:>11.2f}{j['p90_ms']:>9.2f}{r['rtf_at_hop']:>8.3f}"
+              f"{r['exported']['median_ms']:>17.2f}")
+        for part, b in r.get("breakdown", {}).items():
+            if part != "shapes":
+                print(f"    {part:<24}{'':>5}{b['median_ms']:>11.2f}{b['p90_ms']:>9.2f}")
+    report = {
+        "what": "ms per window: waveform (1, window) float32 in, probabilities out, host copies included",
+        "window_s": args.window, "hop_s": args.hop, "target_ms_one_core": TARGET_MS,
+        "model": args.workdir or "configs/cnn_bilstm.py defaults, random init",
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus_available": len(os.sched_getaffinity(0)), "python": platform.python_version()},
+        "runs": runs,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"Saved {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Deployment: whole-file prediction, streaming, the JAX frontend, export and the command line.
+
+One tiny model is trained once (module fixture) on a synthetic corpus of two clearly different
+emotions (angry vs sad), so label checks are reliable; everything else compares numbers.
+"""
+
+import ast
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow_datasets as tfds
+
+from configs.base import get_base_config
+from data_prep.corpora import synthetic
+from ser_jax import export, input_pipeline, predict, serving, streaming, train
+from ser_jax.features import log_mel
+from ser_jax.trained_model import TrainedModel, load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EMOTIONS = ("angry", "sad")
+WINDOW_S, HOP_S = 3.0, 0.5
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A workdir trained on angry vs sad (6 speakers: 4 train, 1 validation, 1 test); ~20 s."""
+    root = tmp_path_factory.mktemp("predict")
+    source = str(root / "corpus")
+    synthetic.write_corpus(source, "ravdess", n_speakers=6, utterances_per_emotion=3, emotions=EMOTIONS)
+    c = get_base_config()
+    c.data.data_dir, c.data.source_dir = str(root / "data"), source
+    c.data.max_frames, c.data.worker_threads = 150, 1
+    c.model.channels, c.model.lstm_hidden, c.model.attention_dim, c.model.dropout = (8,), 16, 8, 0.0
+    c.train.batch_size, c.train.eval_batch_size, c.train.num_epochs = 8, 8, 8
+    c.train.log_every_steps, c.train.keep_best = 1000, 1
+    c.optim.warmup_steps, c.optim.lr = 2, 3e-3
+    c.augment.spec_augment = False
+    workdir = str(root / "workdir")
+    train.train_and_evaluate(c, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    return predict.Predictor.from_workdir(trained)
+
+
+@pytest.fixture(scope="module")
+def held_out(trained, predictor):
+    """The test and validation speakers' examples as the evaluation path reads them."""
+    info = predictor.info
+    dataset = input_pipeline.Dataset(info.dataset, tfds.builder_from_directory(info.dataset))
+    return input_pipeline.load_eval_set(dataset.source(["test", "validation"]), mean=info.mean, std=info.std,
+                                        class_names=info.class_names)
+
+
+def _window_fn(predictor):
+    return predictor.window_function(int(WINDOW_S * predictor.sample_rate))
+
+
+def test_file_predictions_equal_the_evaluation_path(trained, predictor, held_out):
+    assert predictor.class_names == ("sad", "angry")
+    model = TrainedModel.load(trained)  # Replicated over the 8 test devices, as evaluation runs.
+    config = load_config(trained)
+    steps = train.Steps(train.make_mesh(), model.graphdef, train.create_optimizer(config.optim, 1), config,
+                        len(predictor.class_names))
+    logits, _ = train.predict(steps, model.state, held_out, batch_size=16, bucket_frames=100)
+    expected = np.asarray(jax.nn.softmax(logits, axis=-1))
+    paths = list(held_out.metadata["path"])
+    results = dict(predictor.predict_files(paths))
+    got = np.array([[results[p]["probabilities"][c] for c in predictor.class_names] for p in paths])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    labels = [predictor.class_names.index(results[p]["label"]) for p in paths]
+    assert np.mean(np.asarray(labels) == held_out.labels) >= 0.9  # Separable classes: the model learnt them.
+    # The waveform API gives the same, whatever the rate and channel count it is handed.
+    wave, sr = sf.read(paths[0], dtype="float32")
+    np.testing.assert_allclose(list(predictor.predict(wave, sr)["probabilities"].values()), got[0], atol=1e-6)
+    import soxr
+
+    stereo = np.stack([soxr.resample(wave, sr, 44100)] * 2, axis=1)
+    np.testing.assert_allclose(list(predictor.predict(stereo, 44100)["probabilities"].values()), got[0], atol=0.05)
+
+
+def test_streaming_tracks_the_emotion_and_ends_on_the_whole_clip_prediction(predictor, held_out):
+    sr = predictor.sample_rate
+    by_label = {}
+    for i in range(len(held_out)):  # One held-out clip per emotion.
+        by_label.setdefault(predictor.class_names[held_out.labels[i]], held_out.metadata["path"][i])
+    classify = _window_fn(predictor)
+    for emotion, path in by_label.items():
+        (_, whole), = predictor.predict_files([path])
+        stream = streaming.StreamingClassifier(classify, predictor.class_names, sample_rate=sr,
+                                               window_samples=int(WINDOW_S * sr), hop_samples=int(HOP_S * sr),
+                                               min_samples=predictor.features.win_length)
+        estimates = list(streaming.run(stream, streaming.file_chunks(path, sr, 1000)))
+        n = sf.info(path).frames
+        assert n <= WINDOW_S * sr  # Shorter than the window: every estimate is a partial window.
+        assert [e.time for e in estimates[:3]] == [0.5, 1.0, 1.5] and estimates[-1].time == n / sr
+        assert all(e.start == 0.0 for e in estimates)
+        final = estimates[-1]
+        np.testing.assert_allclose(list(final.probabilities.values()), list(whole["probabilities"].values()),
+                                   atol=1e-4)
+        assert final.label == whole["label"] == emotion
+
+    # A longer stream (sad clip, then angry clip): the sliding window follows the change.
+    sad, angry = (sf.read(by_label[e], dtype="float32")[0] for e in ("sad", "angry"))
+    stream = streaming.StreamingClassifier(classify, predictor.class_names, sample_rate=sr,
+                                           window_samples=int(WINDOW_S * sr), hop_samples=int(HOP_S * sr),
+                                           smoothing=2)
+    audio = np.concatenate([sad, angry])
+    estimates = list(streaming.run(stream, np.array_split(audio, 37)))
+    assert len(estimates) == int(audio.size // (HOP_S * sr)) + (audio.size % (HOP_S * sr) > 0)
+    assert estimates[1].label == "sad"  # Window [0, 1 s]: sad only.
+    assert estimates[-1].label == "angry"  # Window = the last 3 s: (almost) all angry.
+    assert estimates[-1].start == pytest.approx(estimates[-1].time - WINDOW_S)
+
+
+def test_jax_frontend_in_the_window_function_matches_numpy_features(predictor, held_out):
+    """The jitted window path's log-Mel equals data_prep's float64 NumPy features within 1e-3 dB."""
+    info, sr = predictor.info, predictor.sample_rate
+    window = int(WINDOW_S * sr)
+    wave = sf.read(held_out.metadata["path"][-1], dtype="float32")[0]
+    frontend = jax.jit(lambda w, n: predict.window_features(w, n, features=info.features, mean=info.mean,
+                                                            std=info.std))
+    padded = np.zeros((2, window), np.float32)
+    padded[0, :wave.size] = wave
+    padded[1, :wave.size] = wave
+    padded[1, 5000:] = 0.7  # Garbage past the valid length must not matter.
+    n = np.array([wave.size, 5000], np.int32)
+    mel, lengths = jax.device_get(frontend(padded, n))
+    db = mel * info.std + info.mean
+    for row, count in enumerate(n):
+        ref = log_mel(wave[:count].astype(np.float64), info.features)
+        assert lengths[row] == ref.shape[0] == info.features.num_frames(count)
+        np.testing.assert_allclose(db[row, :lengths[row]], ref, atol=1e-3, rtol=0)
+
+
+def test_exported_function_equals_the_in_process_one(trained, predictor, held_out, tmp_path):
+    out = str(tmp_path / "ser_window.bin")
+    assert export.main(["--workdir", trained, "--output", out]) == 0
+    meta = json.load(open(serving.metadata_path(out)))
+    assert meta["class_names"] == list(predictor.class_names) and meta["sample_rate"] == predictor.sample_rate
+    model = serving.load_exported(out)
+    window = int(WINDOW_S * predictor.sample_rate)
+    assert model.window_samples == window and model.batch is None and model.class_names == predictor.class_names
+    clips = [sf.read(p, dtype="float32")[0] for p in held_out.metadata["path"][:2]]
+    full = np.concatenate(clips)[:window]
+    partial = np.zeros(window, np.float32)
+    partial[:clips[0].size] = clips[0]
+    classify = _window_fn(predictor)
+    for x, n in ((full, window), (partial, clips[0].size)):
+        expected = np.asarray(classify(x[None], np.array([n])))[0]
+        np.testing.assert_allclose(model(x, n), expected, atol=1e-5)
+    batched = model(np.stack([full, partial]), [window, clips[0].size])  # Symbolic batch dimension.
+    np.testing.assert_allclose(batched[1], model(partial, clips[0].size), atol=1e-5)
+
+
+def test_serving_needs_only_jax_and_numpy():
+    tree = ast.parse(open(serving.__file__).read())
+    imported = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and node.module and node.level == 0}
+    assert imported <= {"__future__", "json", "os", "jax", "numpy"}, imported
+
+
+def test_streaming_classifier_hops_partial_windows_and_smoothing():
+    calls = []
+
+    def classify(window, n):  # Probability of class 1 = valid samples / window.
+        calls.append((window.copy(), int(n[0])))
+        p = n[0] / window.shape[1]
+        return np.array([[1 - p, p]])
+
+    def run(chunks, **kw):
+        calls.clear()
+        s = streaming.StreamingClassifier(classify, ("a", "b"), sample_rate=10, window_samples=30, hop_samples=5, **kw)
+        return list(streaming.run(s, chunks)), list(calls)
+
+    x = np.arange(1, 48, dtype=np.float32)
+    whole, whole_calls = run([x])
+    pieces, piece_calls = run(np.array_split(x, 13))
+    assert [e.as_dict() for e in whole] == [e.as_dict() for e in pieces]
+    assert [e.time for e in whole] == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 4.7]
+    assert [n for _, n in whole_calls] == [5, 10, 15, 20, 25, 30, 30, 30, 30, 30]
+    np.testing.assert_array_equal(whole_calls[1][0][0], np.r_[x[:10], np.zeros(20)])  # Partial: padded at the end.
+    np.testing.assert_array_equal(whole_calls[-1][0][0], x[-30:])  # Full: the last 30 samples.
+    assert whole[-1].start == pytest.approx(1.7)
+    smoothed, _ = run([x], smoothing=3)
+    assert smoothed[2].probabilities["b"] == pytest.approx((5 + 10 + 15) / 90)
+    assert [e.label for e in whole] == ["a", "a", "a", "b", "b", "b", "b", "b", "b", "b"]
+
+
+def test_raw_pcm_reader_converts_downmixes_and_resamples():
+    rng = np.random.default_rng(0)
+    pcm = (rng.uniform(-0.5, 0.5, (16000, 2)) * 32767).astype("<i2")
+    chunks = list(streaming.raw_pcm_chunks(io.BytesIO(pcm.tobytes() + b"\x01"), 16000, "s16le", 2, 16000,
+                                           chunk_samples=999))
+    np.testing.assert_allclose(np.concatenate(chunks), pcm.astype(np.float32).mean(1) / 32768, atol=1e-7)
+    t = np.arange(44100) / 44100
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype("<f4")
+    out = np.concatenate(list(streaming.raw_pcm_chunks(io.BytesIO(tone.tobytes()), 44100, "f32le", 1, 16000)))
+    assert abs(out.size - 16000) <= 2
+    np.testing.assert_allclose(out[1000:15000], 0.3 * np.sin(2 * np.pi * 440 * np.arange(1000, 15000) / 16000),
+                               atol=2e-3)
+
+
+def test_cli_predicts_good_files_and_reports_bad_ones(trained, predictor, held_out, tmp_path):
+    good = str(held_out.metadata["path"][0])
+    folder = tmp_path / "folder" / "nested"
+    folder.mkdir(parents=True)
+    wave = synthetic.synthesize("angry", 5, 0, sample_rate=22050)
+    flac = str(folder / "stereo.flac")  # Another rate and two channels, found by the folder search.
+    sf.write(flac, np.stack([wave, 0.5 * wave], 1), 22050)
+    (folder / "notes.txt").write_text("not audio, not searched")
+    bad = {"empty.wav": b"", "text.wav": b"this is not audio at all"}
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    sf.write(str(tmp_path / "silent.wav"), np.zeros(16000, np.float32), 16000)
+    with open(good, "rb") as f:
+        (tmp_path / "truncated.wav").write_bytes(f.read()[:20000])
+    out = tmp_path / "out.csv"
+    args = [good, str(tmp_path / "folder"), str(tmp_path / "*.wav"), str(tmp_path / "missing.wav")]
+    proc = subprocess.run([sys.executable, "-m", "ser_jax.predict", "--workdir", trained, *args,
+                           "--output", str(out)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 1, proc.stderr
+    for name, reason in [("empty.wav", "empty file"), ("text.wav", "unreadable"), ("silent.wav", "silent"),
+                         ("truncated.wav", "truncated"), ("missing.wav", "no such file")]:
+        assert any(name in line and reason in line for line in proc.stderr.splitlines()), (name, proc.stderr)
+    rows = list(csv.DictReader(open(out)))
+    assert [r["path"] for r in rows] == [good, flac]
+    assert list(rows[0]) == ["path", "label", *predictor.class_names]
+    expected = dict(predictor.predict_files([good, flac]))
+    for r in rows:
+        assert r["label"] == expected[r["path"]]["label"]
+        np.testing.assert_allclose([float(r[c]) for c in predictor.class_names],
+                                   list(expected[r["path"]]["probabilities"].values()), atol=1e-5)
+    assert expected[flac]["label"] == "angry"
