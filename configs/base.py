@@ -22,7 +22,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         max_frames=300,  # Training crops (and pads) to 3 s: one compiled shape.
         eval_bucket_frames=100,  # Evaluation pads to a multiple of this: few compiles, little waste.
         worker_threads=2,
-        synthetic=ml_collections.ConfigDict(dict(n_speakers=12, utterances_per_emotion=6, seed=0)),
+        synthetic=ml_collections.ConfigDict(dict(n_speakers=10, utterances_per_emotion=5, seed=0)),
     ))
     # The log-Mel frontend used when this config prepares a corpus (data_prep's defaults).
     c.features = ml_collections.ConfigDict(dict(
