@@ -21,6 +21,8 @@ def manager(workdir: str, *, keep_best: int = 3, read_only: bool = False) -> ocp
             policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=keep_best,
                            keep_checkpoints_without_metrics=False),
         ]),
+        # Also makes Orbax persist each checkpoint's metrics, which `best_step()` reads after a restart.
+        best_fn=lambda m: m[BEST_METRIC], best_mode="max",
         enable_async_checkpointing=not read_only,
         read_only=read_only,
         create=not read_only,

@@ -185,3 +185,15 @@ def test_mistyped_config_key_fails_with_its_name(tmp_path):
     assert result.returncode != 0
     assert "lrr" in result.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_best_checkpoint_is_found_again_after_a_restart(tmp_path):
+    mngr = checkpoints.manager(str(tmp_path), keep_best=1)
+    for step, ua in [(1, 0.3), (2, 0.6), (3, 0.4), (4, 0.2)]:
+        checkpoints.save(mngr, step, {"x": np.full(2, step, np.float32)}, None, metrics={checkpoints.BEST_METRIC: ua})
+    mngr.wait_until_finished()
+    mngr.close()
+    reopened = checkpoints.manager(str(tmp_path), read_only=True)
+    assert reopened.all_steps() == [2, 4]  # The best by validation UA and the latest.
+    assert checkpoints.resolve_step(reopened, "best") == 2
+    assert checkpoints.resolve_step(reopened, "latest") == 4
