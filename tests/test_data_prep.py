@@ -1,0 +1,109 @@
+"""The data_prep stage end to end: TFDS ArrayRecord output, speaker-disjoint splits, stats, idempotence, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import grain
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow_datasets as tfds
+
+from data_prep import builder
+from data_prep.corpora import synthetic
+from ser_jax.features import FeatureConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FEATURES = FeatureConfig(n_mels=24)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("corpus")
+    synthetic.write_corpus(str(out), "ravdess", n_speakers=6, utterances_per_emotion=1,
+                           emotions=["neutral", "angry", "sad"])
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, source) -> tuple[builder.Settings, str, builder.Prepared]:
+    data_dir = str(tmp_path_factory.mktemp("data"))
+    settings = builder.Settings(corpus="ravdess", features=FEATURES)
+    return settings, data_dir, builder.prepare(settings, data_dir, source, workers=2)
+
+
+def records(path: str, split: str) -> list[dict]:
+    source = tfds.builder_from_directory(path).as_data_source(split=split)
+    return [source[i] for i in range(len(source))]
+
+
+def test_dataset_reads_back_speaker_disjoint_with_training_statistics(prepared):
+    _, _, result = prepared
+    assert not result.reused and result.problems == []
+    split_records = {s: records(result.dataset_dir, s) for s in ("train", "validation", "test")}
+    speakers = {s: {r["speaker"] for r in recs} for s, recs in split_records.items()}
+    assert sum(len(v) for v in speakers.values()) == 6
+    assert not (speakers["train"] & speakers["validation"] or speakers["train"] & speakers["test"]
+                or speakers["validation"] & speakers["test"])
+    assert sum(len(v) for v in split_records.values()) == 18
+    for r in split_records["train"]:
+        assert r["mel"].dtype == np.float32 and r["mel"].ndim == 2 and r["mel"].shape[1] == 24
+        assert r["mel"].shape[0] >= 150  # Synthetic clips last 1.5-3 s: stored at their true length.
+
+    info = tfds.builder_from_directory(result.dataset_dir).info
+    mean, std = builder.normalization_from_stats(info.metadata["stats"], ["train"])
+    frames = np.concatenate([r["mel"] for r in split_records["train"]]).astype(np.float64)
+    np.testing.assert_allclose(mean, frames.mean(0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(std, frames.std(0), rtol=1e-3, atol=1e-3)
+
+    via_grain = grain.MapDataset.source(tfds.builder_from_directory(result.dataset_dir).as_data_source(split="test"))
+    assert [int(r["label"]) for r in via_grain] == [int(r["label"]) for r in split_records["test"]]
+
+
+def test_prepare_is_idempotent_and_refuses_other_settings(prepared, source):
+    settings, data_dir, first = prepared
+    stamp = os.path.getmtime(os.path.join(first.dataset_dir, "dataset_info.json"))
+    again = builder.prepare(settings, data_dir, source)
+    assert again.reused and again.counts == first.counts
+    assert os.path.getmtime(os.path.join(first.dataset_dir, "dataset_info.json")) == stamp
+    with pytest.raises(ValueError):
+        builder.prepare(builder.Settings(corpus="ravdess", seed=1, features=FEATURES), data_dir, source)
+
+
+def test_splits_are_deterministic(prepared, source, tmp_path):
+    settings, _, first = prepared
+    second = builder.prepare(settings, str(tmp_path), source, workers=1)
+    for split in ("train", "validation", "test"):
+        assert ({r["path"] for r in records(first.dataset_dir, split)}
+                == {r["path"] for r in records(second.dataset_dir, split)})
+
+
+def test_bad_files_are_reported_and_good_ones_still_written(source, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for actor in ("Actor_01", "Actor_02", "Actor_03"):
+        shutil.copytree(os.path.join(source, actor), corpus / actor)
+    bad = corpus / "Actor_09"
+    bad.mkdir()
+    (bad / "03-01-05-01-01-01-09.wav").write_bytes(b"")  # Empty.
+    (bad / "03-01-04-01-01-01-09.wav").write_bytes(b"not audio at all")  # Not audio.
+    sf.write(bad / "03-01-01-01-01-01-09.wav", np.zeros(16000, np.float32), 16000)  # Silent.
+    (bad / "hello.wav").write_bytes((corpus / "Actor_01").joinpath(
+        sorted(os.listdir(corpus / "Actor_01"))[0]).read_bytes())  # Name does not parse.
+    out = tmp_path / "data"
+    result = subprocess.run([sys.executable, "-m", "data_prep", "--corpus=ravdess", f"--source_dir={corpus}",
+                             f"--data_dir={out}", "--split=all", "--n_mels=24"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr[-2000:]
+    for name in ("03-01-05-01-01-01-09.wav", "03-01-04-01-01-01-09.wav", "03-01-01-01-01-01-09.wav", "hello.wav"):
+        assert name in result.stderr
+    dataset = out / "ravdess" / "all" / builder.DATASET_VERSION
+    report = json.loads((dataset / builder.REPORT_FILE).read_text())
+    assert len(report["skipped"]) == 4
+    assert len(records(str(dataset), "all")) == 9  # 3 good actors x 3 emotions.
+    assert result.stdout.strip().splitlines()[-1].split()[-1] == "9"  # The counts table's total.
