@@ -26,10 +26,11 @@ import argparse
 import functools
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
+
+import machine
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results", "latency.json")
@@ -223,8 +224,7 @@ def main(argv=None) -> int:
         "what": "ms per window: waveform (1, window) float32 in, probabilities out, host copies included",
         "window_s": args.window, "hop_s": args.hop, "target_ms_one_core": TARGET_MS,
         "model": args.workdir or "configs/cnn_bilstm.py defaults, random init",
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus_available": len(os.sched_getaffinity(0)), "python": platform.python_version()},
+        "machine": machine.describe(),
         "runs": runs,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -9,7 +9,6 @@ every file that could not be used.
 from __future__ import annotations
 
 import collections
-import ctypes
 import dataclasses
 import json
 import multiprocessing
@@ -18,16 +17,14 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
-import threadpoolctl
 
 from data_prep import splits
 from data_prep.corpora import base
-from ser_jax.audio import AudioError, load_audio
-from ser_jax.features import FeatureConfig, log_mel
+from data_prep.featurize import TEXT_FIELDS, featurize, init_feature_worker
+from ser_jax.features import FeatureConfig
 
 DATASET_VERSION = "1.0.0"
 REPORT_FILE = "prep_report.json"
-TEXT_FIELDS = ("corpus", "speaker", "gender", "text", "intensity", "path")
 # TFDS reserves the split name "all" for "every split", so `--split=all` stores its one split as
 # "full"; reading split "all" (through TFDS or ser_jax) then gives exactly that split.
 SINGLE_SPLIT = "full"
@@ -87,39 +84,6 @@ def assign_splits(utterances: Sequence[base.Utterance], settings: Settings) -> d
     for u in utterances:
         assigned[of_speaker[u.speaker]].append(u)
     return dict(sorted(assigned.items()))
-
-
-def _init_worker() -> None:
-    """Makes a feature worker use exactly one core, without allocator churn.
-
-    The pool already has a worker per core; OpenBLAS's own threads on top oversubscribed them, so
-    two workers ran slower than one. And glibc handed each clip's megabyte-sized temporaries back
-    to the OS and page-faulted them in again for the next clip, which was two thirds of log_mel's
-    time; raising its mmap and trim thresholds keeps that memory in the process.
-    """
-    threadpoolctl.threadpool_limits(1)
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # Not glibc (macOS, musl): nothing to tune.
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 64 << 20)
-    libc.mallopt(m_trim_threshold, 128 << 20)
-
-
-def featurize(job: tuple[base.Utterance, FeatureConfig]) -> dict | base.Problem:
-    """One utterance -> a TFDS example, or the Problem that kept it out (runs in worker processes)."""
-    utt, cfg = job
-    try:
-        wave = load_audio(utt.path, cfg.sample_rate)
-    except AudioError as e:
-        return base.Problem(utt.path, e.reason)
-    if wave.size < cfg.win_length:
-        return base.Problem(utt.path, f"too short: {wave.size} samples, under one {cfg.window_ms} ms window")
-    mel = log_mel(wave.astype(np.float64), cfg).astype(np.float32)
-    example = {f: getattr(utt, f) for f in TEXT_FIELDS}
-    example.update(mel=mel, label=utt.emotion, duration=np.float32(wave.size / cfg.sample_rate))
-    return example
 
 
 class _StatsAccumulator:
@@ -243,7 +207,7 @@ def prepare(settings: Settings, data_dir: str, source_dir: str | None = None, *,
                          f"({len(scan.problems)} files skipped)")
     assignment = assign_splits(scan.utterances, settings)
     ctx = multiprocessing.get_context("spawn")  # Safe after JAX has started its threads.
-    with ctx.Pool(workers or len(os.sched_getaffinity(0)), initializer=_init_worker) as pool:
+    with ctx.Pool(workers or len(os.sched_getaffinity(0)), initializer=init_feature_worker) as pool:
         builder = _builder_class(settings.corpus)(
             settings=settings, assignment=assignment, scan_problems=scan.problems, pool=pool,
             data_dir=data_dir, file_format="array_record")

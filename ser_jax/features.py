@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -53,14 +54,58 @@ class FeatureConfig:
         return 1 + num_samples // self.hop_length
 
 
+_MEL_LINEAR_HZ = 200.0 / 3  # Hz per mel below the break.
+_BREAK_HZ = 1000.0
+_MEL_BREAK = _BREAK_HZ / _MEL_LINEAR_HZ
+_MEL_LOG_STEP = np.log(6.4) / 27.0
+
+
+def hz_to_mel(hz) -> np.ndarray:
+    """Slaney's mel scale (librosa's default, htk=False): linear to 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / _MEL_LINEAR_HZ
+    log = _MEL_BREAK + np.log(np.maximum(hz, _BREAK_HZ) / _BREAK_HZ) / _MEL_LOG_STEP
+    return np.where(hz >= _BREAK_HZ, log, linear)
+
+
+def mel_to_hz(mel) -> np.ndarray:
+    """The inverse of `hz_to_mel`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    log = _BREAK_HZ * np.exp(_MEL_LOG_STEP * (mel - _MEL_BREAK))
+    return np.where(mel >= _MEL_BREAK, log, mel * _MEL_LINEAR_HZ)
+
+
 @functools.lru_cache(maxsize=16)
 def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
-    """(fft_size // 2 + 1, n_mels) float64 Slaney mel filters, librosa's own."""
-    import librosa  # Imported lazily: only the filter construction needs it.
+    """(fft_size // 2 + 1, n_mels) float64 Slaney-normalised triangular mel filters.
 
-    fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.fft_size, n_mels=cfg.n_mels,
-                             fmin=cfg.fmin, fmax=cfg.fmax, htk=False, norm="slaney", dtype=np.float64)
-    return np.ascontiguousarray(fb.T)
+    The same numbers as `librosa.filters.mel(..., htk=False, norm="slaney")` (tests check it), built
+    here because importing librosa costs every data_prep worker and every predictor process over a
+    second (scipy.signal) for one small matrix.
+    """
+    fmax = cfg.sample_rate / 2 if cfg.fmax is None else cfg.fmax
+    fft_hz = np.fft.rfftfreq(cfg.fft_size, d=1.0 / cfg.sample_rate)
+    edges_hz = mel_to_hz(np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(fmax), cfg.n_mels + 2))
+    widths = np.diff(edges_hz)
+    ramps = edges_hz[:, None] - fft_hz[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    empty = np.flatnonzero(weights.max(axis=1) == 0)
+    if empty.size:
+        warnings.warn(f"mel filters {empty.tolist()} cover no FFT bin at {cfg.sample_rate} Hz with a "
+                      f"{cfg.fft_size}-point FFT; use fewer mels or a longer window", stacklevel=2)
+    return np.ascontiguousarray(weights.T)
+
+
+@functools.lru_cache(maxsize=16)
+def analysis_window(cfg: FeatureConfig) -> np.ndarray:
+    """Periodic Hann of win_length, zero-padded to fft_size and centred, as librosa does."""
+    n = cfg.win_length
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+    left = (cfg.fft_size - n) // 2
+    return np.pad(hann, (left, cfg.fft_size - n - left))
 
 
 def _frames(padded, n_fft: int, hop: int, n_frames: int, xp):
@@ -71,15 +116,6 @@ def _frames(padded, n_fft: int, hop: int, n_frames: int, xp):
         return np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop, :][..., :n_frames, :]
     index = np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]
     return padded[..., index]
-
-
-@functools.lru_cache(maxsize=16)
-def analysis_window(cfg: FeatureConfig) -> np.ndarray:
-    """Periodic Hann of win_length, zero-padded to fft_size and centred, as librosa does."""
-    n = cfg.win_length
-    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
-    left = (cfg.fft_size - n) // 2
-    return np.pad(hann, (left, cfg.fft_size - n - left))
 
 
 def log_mel(waveform, cfg: FeatureConfig, xp=np):

@@ -136,7 +136,7 @@ class Predictor:
         waveform = np.asarray(waveform)
         if waveform.ndim != 1:
             raise ValueError(f"expected a mono (samples,) waveform, got shape {waveform.shape}")
-        mel = log_mel(waveform.astype(np.float64), self.features).astype(np.float32)  # data_prep.builder.featurize
+        mel = log_mel(waveform.astype(np.float64), self.features).astype(np.float32)  # as data_prep.featurize does
         return ((mel - self.info.mean) / self.info.std).astype(np.float32)  # input_pipeline.load_eval_set
 
     def check_length(self, waveform: np.ndarray, name: str = "<waveform>") -> None:

@@ -4,7 +4,7 @@ import librosa
 import numpy as np
 import pytest
 
-from ser_jax.features import FeatureConfig, log_mel
+from ser_jax.features import FeatureConfig, hz_to_mel, log_mel, mel_filterbank, mel_to_hz
 
 
 def _speechlike(seconds=1.3, sr=16000, seed=0):
@@ -32,6 +32,31 @@ def test_numpy_log_mel_equals_librosa(cfg):
     ref = _librosa_log_mel(y.astype(np.float64), cfg)
     assert ours.shape == ref.shape == (cfg.num_frames(y.size), cfg.n_mels)
     np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("cfg", [
+    FeatureConfig(),
+    FeatureConfig(sample_rate=8000, n_mels=40, window_ms=32),
+    FeatureConfig(sample_rate=22050, n_mels=64, fmin=50, fmax=8000),
+    FeatureConfig(sample_rate=48000, n_mels=128, n_fft=2048, fmin=20),
+])
+def test_mel_filterbank_equals_librosa(cfg):
+    ref = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.fft_size, n_mels=cfg.n_mels, fmin=cfg.fmin,
+                              fmax=cfg.fmax, htk=False, norm="slaney", dtype=np.float64)
+    ours = mel_filterbank(cfg)
+    assert ours.shape == (cfg.fft_size // 2 + 1, cfg.n_mels)
+    np.testing.assert_allclose(ours, ref.T, rtol=1e-10, atol=1e-15)
+
+
+def test_mel_scale_equals_librosa_and_inverts():
+    hz = np.array([0.0, 1.0, 440.0, 999.9, 1000.0, 1000.1, 4000.0, 24000.0])
+    np.testing.assert_allclose(hz_to_mel(hz), librosa.hz_to_mel(hz, htk=False), rtol=1e-12)
+    np.testing.assert_allclose(mel_to_hz(hz_to_mel(hz)), hz, rtol=1e-12, atol=1e-9)
+
+
+def test_too_many_mels_for_the_fft_warns():
+    with pytest.warns(UserWarning, match="cover no FFT bin"):
+        mel_filterbank(FeatureConfig(sample_rate=8000, n_mels=128, window_ms=16))
 
 
 def test_jitted_jax_log_mel_equals_librosa_float32():
