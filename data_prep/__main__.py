@@ -52,17 +52,18 @@ def format_counts(counts: dict[str, dict[str, int]]) -> str:
 def main(argv):
     del argv
     f = flags.FLAGS
-    settings = builder.Settings(
-        corpus=f.corpus, split=f.split, folds=f.folds, seed=f.seed,
-        validation_fraction=f.validation_fraction, test_fraction=f.test_fraction,
-        features=FeatureConfig(sample_rate=f.sample_rate, n_mels=f.n_mels, window_ms=f.window_ms,
-                               hop_ms=f.hop_ms, fmin=f.fmin, fmax=f.fmax))
     options = {"include_song": f.include_song} if f.corpus == "ravdess" else {}
     if f.corpus == "synthetic":
         options = {"n_speakers": f.synthetic_speakers, "utterances_per_emotion": f.synthetic_utterances,
                    "seed": f.seed}
+    settings = builder.Settings(
+        corpus=f.corpus, split=f.split, folds=f.folds, seed=f.seed,
+        validation_fraction=f.validation_fraction, test_fraction=f.test_fraction,
+        features=FeatureConfig(sample_rate=f.sample_rate, n_mels=f.n_mels, window_ms=f.window_ms,
+                               hop_ms=f.hop_ms, fmin=f.fmin, fmax=f.fmax),
+        reader_options=options)
     try:
-        result = builder.prepare(settings, f.data_dir, f.source_dir, workers=f.workers, reader_options=options)
+        result = builder.prepare(settings, f.data_dir, f.source_dir, workers=f.workers)
     except (ValueError, FileNotFoundError) as e:
         print(f"data_prep: error: {e}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -54,6 +55,11 @@ class Settings:
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
     features: FeatureConfig = FeatureConfig()
+    # The corpus reader's keyword arguments (RAVDESS include_song, the synthetic generator's sizes).
+    reader_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "reader_options", base.reader_options(self.corpus, self.reader_options))
 
     @property
     def config_name(self) -> str:
@@ -192,7 +198,7 @@ def _read_prepared(path: str, settings: Settings) -> Prepared:
 
 
 def prepare(settings: Settings, data_dir: str, source_dir: str | None = None, *,
-            workers: int | None = None, reader_options: Mapping | None = None) -> Prepared:
+            workers: int | None = None) -> Prepared:
     """Builds the dataset (or finds it already built) and returns where it is and what it holds."""
     path = dataset_dir(data_dir, settings.corpus, settings.config_name)
     if os.path.exists(os.path.join(path, "dataset_info.json")):
@@ -201,7 +207,7 @@ def prepare(settings: Settings, data_dir: str, source_dir: str | None = None, *,
         if settings.corpus != "synthetic":
             raise ValueError(f"--source_dir is required for corpus {settings.corpus!r}")
         source_dir = os.path.join(data_dir, "downloads", "synthetic")
-    scan = base.get_corpus(settings.corpus).scan(source_dir, **(reader_options or {}))
+    scan = base.get_corpus(settings.corpus).scan(source_dir, **settings.reader_options)
     if not scan.utterances:
         raise ValueError(f"No usable {settings.corpus} utterances found under {source_dir!r} "
                          f"({len(scan.problems)} files skipped)")

@@ -26,11 +26,11 @@ def training_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple[D
     d = config.data
     root = data_dir(config, workdir)
     settings = builder.Settings(corpus=d.corpus, split="speaker", folds=d.folds or None, seed=d.split_seed,
-                                features=FeatureConfig.from_mapping(config.features))
+                                features=FeatureConfig.from_mapping(config.features),
+                                reader_options=dict(d.synthetic) if d.corpus == "synthetic" else {})
     if d.source_dir or d.corpus == "synthetic":
         if jax.process_index() == 0:  # One writer; the other processes wait for its dataset.
-            options = dict(d.synthetic) if d.corpus == "synthetic" else {}
-            builder.prepare(settings, root, d.source_dir or None, reader_options=options)
+            builder.prepare(settings, root, d.source_dir or None)
         multihost_utils.sync_global_devices("ser_jax: training dataset prepared")
     dataset = open_dataset(root, d.corpus, settings.config_name)
     if d.folds:

@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 from data_prep import builder
 from data_prep.corpora import synthetic
 from ser_jax.features import FeatureConfig
+from ser_jax.input_pipeline import open_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FEATURES = FeatureConfig(n_mels=24)
@@ -71,8 +72,52 @@ def test_prepare_is_idempotent_and_refuses_other_settings(prepared, source):
     again = builder.prepare(settings, data_dir, source)
     assert again.reused and again.counts == first.counts
     assert os.path.getmtime(os.path.join(first.dataset_dir, "dataset_info.json")) == stamp
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="prepared with other settings"):
         builder.prepare(builder.Settings(corpus="ravdess", seed=1, features=FEATURES), data_dir, source)
+    with pytest.raises(ValueError, match="prepared with other settings"):
+        builder.prepare(builder.Settings(corpus="ravdess", features=FEATURES, reader_options={"include_song": True}),
+                        data_dir, source)
+    spelled_out = builder.Settings(corpus="ravdess", features=FEATURES, reader_options={"include_song": False})
+    assert builder.prepare(spelled_out, data_dir, source).reused
+    with pytest.raises(ValueError, match="Unknown option.*include_songs.*include_song"):
+        builder.Settings(corpus="ravdess", reader_options={"include_songs": True})
+
+
+KILLED_RUN = """
+import os, signal, sys
+from data_prep import builder
+from ser_jax.features import FeatureConfig
+from ser_jax.input_pipeline import open_dataset
+
+real_add, added = builder._StatsAccumulator.add, []
+
+def add_then_die(self, mel):  # Runs in the main process as each example reaches the TFDS writer.
+    added.append(mel)
+    if len(added) == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_add(self, mel)
+
+builder._StatsAccumulator.add = add_then_die
+builder.prepare(builder.Settings(corpus="ravdess", features=FeatureConfig(n_mels=24)), sys.argv[1], sys.argv[2],
+                workers=1)
+"""
+
+
+def test_a_killed_run_leaves_nothing_readers_take_as_a_dataset(prepared, source, tmp_path):
+    settings, _, complete = prepared
+    data_dir = str(tmp_path / "data")
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, data_dir, source], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    config_dir = os.path.join(data_dir, "ravdess", "speaker")
+    assert [d for d in os.listdir(config_dir) if d.startswith("incomplete.")]  # Killed mid-write ...
+    assert not os.path.exists(os.path.join(config_dir, builder.DATASET_VERSION))  # ... so no dataset,
+    with pytest.raises(FileNotFoundError, match="No prepared 'ravdess' dataset"):
+        open_dataset(data_dir, "ravdess", "speaker")  # and the reader says so.
+    rerun = builder.prepare(settings, data_dir, source, workers=1)
+    assert not rerun.reused and rerun.counts == complete.counts
+    reopened = open_dataset(data_dir, "ravdess", "speaker").builder.info.splits["train"]
+    assert reopened.num_examples == sum(complete.counts["train"].values())
 
 
 def test_splits_are_deterministic(prepared, source, tmp_path):

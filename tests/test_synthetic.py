@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from data_prep.corpora import base, synthetic
 
@@ -79,7 +80,7 @@ def test_write_corpus_is_idempotent(tmp_path):
     assert [open(p, "rb").read() for p in paths] == contents
 
 
-def test_scan_generates_into_an_empty_folder_then_reads_what_is_there(tmp_path):
+def test_scan_generates_into_an_empty_folder_then_reuses_it(tmp_path):
     folder = str(tmp_path / "synthetic")
     scan = synthetic.scan(folder, n_speakers=2, utterances_per_emotion=1, seed=3)
     assert scan.problems == []
@@ -87,7 +88,41 @@ def test_scan_generates_into_an_empty_folder_then_reads_what_is_there(tmp_path):
     assert {u.corpus for u in scan.utterances} == {"synthetic"}
     assert {u.speaker: u.gender for u in scan.utterances} == {"synthetic/01": "male", "synthetic/02": "female"}
     assert sorted({u.emotion for u in scan.utterances}) == sorted(synthetic.LAYOUTS["ravdess"].emotions)
+    assert os.listdir(tmp_path) == ["synthetic"]  # No staging folder left behind.
     stamp = os.path.getmtime(scan.utterances[0].path)
-    rescan = synthetic.scan(folder, n_speakers=5, utterances_per_emotion=3)
+    rescan = synthetic.scan(folder, n_speakers=2, utterances_per_emotion=1, seed=3)
     assert rescan.utterances == scan.utterances
     assert os.path.getmtime(scan.utterances[0].path) == stamp
+    with pytest.raises(ValueError, match="generated with .*'n_speakers': 2.*requested .*'n_speakers': 5"):
+        synthetic.scan(folder, n_speakers=5, utterances_per_emotion=1, seed=3)
+
+
+def test_interrupted_generation_leaves_nothing_a_later_scan_would_read(tmp_path, monkeypatch):
+    folder = str(tmp_path / "synthetic")
+    real_write = sf.write
+    calls = []
+
+    def dies_on_the_fifth_file(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(sf, "write", dies_on_the_fifth_file)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.scan(folder, n_speakers=2, utterances_per_emotion=1)
+    assert all(not p.startswith(folder + os.sep) for p in calls)  # Written only in the staging folder ...
+    assert os.listdir(tmp_path) == []  # ... which is gone, and the corpus folder never appeared.
+    monkeypatch.setattr(sf, "write", real_write)
+    assert len(synthetic.scan(folder, n_speakers=2, utterances_per_emotion=1).utterances) == 16
+
+
+def test_scan_reads_unmarked_audio_as_it_is_and_refuses_a_folder_of_other_files(tmp_path):
+    own = tmp_path / "own"
+    synthetic.write_corpus(str(own), "ravdess", n_speakers=1, utterances_per_emotion=1, emotions=["sad"])
+    assert [u.emotion for u in synthetic.scan(str(own), n_speakers=4).utterances] == ["sad"]
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "README.txt").write_text("not audio")
+    with pytest.raises(ValueError, match="holds no audio but is not empty"):
+        synthetic.scan(str(notes))

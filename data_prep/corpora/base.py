@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import os
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 # One label vocabulary for every corpus, so that models and reports compare across corpora.
 EMOTIONS: tuple[str, ...] = (
@@ -66,6 +67,17 @@ def get_corpus(name: str) -> Corpus:
     return importlib.import_module(f"data_prep.corpora.{name}")
 
 
+def reader_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """`given` completed with the reader's defaults, so equal choices compare equal however they
+    were spelled (a dataset records them to refuse a rebuild with other ones)."""
+    params = {p.name: p.default for p in inspect.signature(get_corpus(name).scan).parameters.values()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown} for the {name} reader; it takes {sorted(params) or 'none'}")
+    return {**params, **given}
+
+
 def audio_files(source_dir: str) -> Iterable[str]:
     """All audio files below `source_dir`, in a stable order (so scans are deterministic)."""
     if not os.path.isdir(source_dir):
@@ -75,7 +87,6 @@ def audio_files(source_dir: str) -> Iterable[str]:
         for f in sorted(files):
             if f.lower().endswith(AUDIO_EXTENSIONS) and not f.startswith("."):
                 yield os.path.join(root, f)
-
 
 
 def scan_files(source_dir: str, parse: Callable[[str], Utterance | Problem | None]) -> Scan:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import shutil
 import string
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -368,10 +371,46 @@ def _write_demographics(out_dir: str, cast: Iterable[tuple[str, int]]):
         f.writelines(f"{speaker_id},{speaker_gender(speaker).capitalize()}\n" for speaker_id, speaker in cast)
 
 
+MARKER = "synthetic_corpus.json"
+
+
 def scan(source_dir: str, *, n_speakers: int = 10, utterances_per_emotion: int = 4, seed: int = 0) -> base.Scan:
-    """Generates the corpus (RAVDESS layout) when the folder holds no audio yet, then reads it."""
-    os.makedirs(source_dir, exist_ok=True)
-    if next(iter(base.audio_files(source_dir)), None) is None:
-        write_corpus(source_dir, "ravdess", n_speakers=n_speakers, utterances_per_emotion=utterances_per_emotion,
-                     seed=seed)
+    """Generates the corpus (RAVDESS layout) when `source_dir` is missing or empty, then reads it.
+
+    Generation writes into a hidden sibling folder that is renamed into place only once complete,
+    with the generator's settings in `MARKER`: an interrupted run leaves no half corpus that a later
+    one would read as whole, and asking a generated folder for other settings is an error rather
+    than a silent reuse. A folder of audio without the marker (your own files in the RAVDESS layout)
+    is read as it is.
+    """
+    wanted = {"layout": "ravdess", "n_speakers": n_speakers, "utterances_per_emotion": utterances_per_emotion,
+              "seed": seed}
+    marker = os.path.join(source_dir, MARKER)
+    if os.path.exists(marker):
+        with open(marker, encoding="utf-8") as f:
+            found = json.load(f)
+        if found != wanted:
+            raise ValueError(f"{source_dir} holds a synthetic corpus generated with {found}, not the requested "
+                             f"{wanted}; use another folder or delete that one")
+    elif not os.path.isdir(source_dir) or next(iter(base.audio_files(source_dir)), None) is None:
+        _generate_into_place(source_dir, wanted)
     return base.scan_files(source_dir, functools.partial(ravdess.parse, corpus=NAME))
+
+
+def _generate_into_place(source_dir: str, settings: dict):
+    if os.path.isdir(source_dir) and os.listdir(source_dir):
+        raise ValueError(f"{source_dir} holds no audio but is not empty: the synthetic corpus is generated "
+                         f"only into a new or empty folder")
+    parent, name = os.path.split(os.path.abspath(source_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=f".{name}.incomplete-")
+    try:
+        write_corpus(staging, settings["layout"], n_speakers=settings["n_speakers"],
+                     utterances_per_emotion=settings["utterances_per_emotion"], seed=settings["seed"])
+        with open(os.path.join(staging, MARKER), "w", encoding="utf-8") as f:
+            json.dump(settings, f)
+        if os.path.isdir(source_dir):
+            os.rmdir(source_dir)  # Empty (checked above); rename needs the name free on every OS.
+        os.rename(staging, source_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
