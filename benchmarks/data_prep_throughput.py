@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-import machine
+import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results", "data_prep_throughput.json")
@@ -185,15 +185,11 @@ def main(argv=None) -> int:
         print(f"synthetic corpus generation: {g['files']} files in {g['seconds']:.1f} s (one process)")
     for c in corpora.values():
         c.pop("source_dir")
-    report = {
+    figures = {
         "what": "clips/s preparing a corpus into a TFDS ArrayRecord dataset; end to end = a fresh process's wall time",
         "target_clips_per_s": TARGET_CLIPS_PER_S, "repeats": args.repeats, "corpora": corpora,
-        "machine": machine.describe(),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(report, f, indent=1)
-    print(f"Saved {args.output}")
+    report.save(figures, args.output)
     return 0
 
 

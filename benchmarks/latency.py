@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-import machine
+import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results", "latency.json")
@@ -220,17 +220,13 @@ def main(argv=None) -> int:
         for part, b in r.get("breakdown", {}).items():
             if part != "shapes":
                 print(f"    {part:<24}{'':>5}{b['median_ms']:>11.2f}{b['p90_ms']:>9.2f}")
-    report = {
+    figures = {
         "what": "ms per window: waveform (1, window) float32 in, probabilities out, host copies included",
         "window_s": args.window, "hop_s": args.hop, "target_ms_one_core": TARGET_MS,
         "model": args.workdir or "configs/cnn_bilstm.py defaults, random init",
-        "machine": machine.describe(),
         "runs": runs,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(report, f, indent=1)
-    print(f"Saved {args.output}")
+    report.save(figures, args.output)
     return 0
 
 

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+import report
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_PEER = os.path.join(REPO, "..", "shared", "bench", "torch_peer.py")
 
@@ -102,11 +104,7 @@ def main():
         torch_rate = results["torch"]["samples_per_s"]
         results["ratio_jax_1_device_over_torch"] = round(results["jax"][0]["samples_per_s"] / torch_rate, 2)
         print(f"JAX (1 device) / PyTorch: {results['ratio_jax_1_device_over_torch']}x")
-    results["cpu_count"] = os.cpu_count()
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"Saved {args.out}")
+    report.save(results, args.out)
 
 
 if __name__ == "__main__":
