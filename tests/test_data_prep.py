@@ -87,7 +87,6 @@ KILLED_RUN = """
 import os, signal, sys
 from data_prep import builder
 from ser_jax.features import FeatureConfig
-from ser_jax.input_pipeline import open_dataset
 
 real_add, added = builder._StatsAccumulator.add, []
 
