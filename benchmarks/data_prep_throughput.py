@@ -20,15 +20,14 @@ end to end on 2 cores for 3-4 s clips. Needs the test extra (librosa).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
+import child
 import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,19 +91,10 @@ def child_stages(corpus: str, source_dir: str, n: int) -> dict:
             "librosa_ms": 1000 * librosa_s / clips, "max_abs_db_vs_librosa": max_db}
 
 
-def _child(args: list[str]) -> dict:
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args], env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"benchmark child {args} failed")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def run_prepare(corpus: str, source_dir: str, workers: int, scratch: str) -> dict:
     data_dir = tempfile.mkdtemp(dir=scratch, prefix=f"{corpus}_w{workers}_")
     t0 = time.perf_counter()
-    result = _child(["--child", "prepare", "--corpus", corpus, "--source_dir", source_dir,
+    result = child.run(__file__, ["--child", "prepare", "--corpus", corpus, "--source_dir", source_dir,
                      "--data_dir", data_dir, "--workers", str(workers)])
     result["end_to_end_s"] = time.perf_counter() - t0
     shutil.rmtree(data_dir)
@@ -133,10 +123,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
     if args.child == "prepare":
-        print(json.dumps(child_prepare(args.corpus, args.source_dir, args.data_dir, int(args.workers))))
+        child.reply(child_prepare(args.corpus, args.source_dir, args.data_dir, int(args.workers)))
         return 0
     if args.child == "stages":
-        print(json.dumps(child_stages(args.corpus, args.source_dir, args.stage_clips)))
+        child.reply(child_stages(args.corpus, args.source_dir, args.stage_clips))
         return 0
 
     workers = sorted({int(w) for w in args.workers.split(",")}) if args.workers else sorted({1, cores})
@@ -161,7 +151,7 @@ def main(argv=None) -> int:
                     "workers": w, "clips": clips, "skipped": runs[0]["skipped"], "end_to_end_s": e2e,
                     "prepare_s": prep, "clips_per_s_end_to_end": clips / e2e, "clips_per_s_prepare": clips / prep,
                     "all_end_to_end_s": [r["end_to_end_s"] for r in runs]}
-            c["stages_one_core"] = _child(["--child", "stages", "--corpus", corpus, "--source_dir", c["source_dir"],
+            c["stages_one_core"] = child.run(__file__, ["--child", "stages", "--corpus", corpus, "--source_dir", c["source_dir"],
                                            "--stage_clips", str(args.stage_clips)])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -10,31 +10,30 @@ config's (configs/cnn_bilstm.py: channels (32, 64), BiLSTM 128, 80 mels, 8 class
 weights, which time the same as trained ones.
 
 Each setting runs in its own subprocess, since XLA reads its flags when it starts:
-  one core:  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" and the
-             process pinned to one CPU (sched_setaffinity, as `taskset -c 0` would);
+  one core:  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false" and the process pinned to one CPU
+             (sched_setaffinity, as `taskset -c 0` would);
   all cores: no flags, no pinning.
 Prints ms per window (median, p90) and the real-time factor at the hop (ms per window / hop ms: the
 share of one core's time that keeping up with a stream takes), and writes
-benchmarks/results/latency.json. --breakdown also times the parts (frontend, CNN, BiLSTM, pooling
-and head) as separate jitted functions, and --lstm_unroll K adds a run with the BiLSTM's scan
-unrolled K steps (by patching jax.lax.scan in that subprocess only; the model code is unchanged).
+benchmarks/results/latency.json. --breakdown also times the two halves of the window function as
+separate jitted functions: the log-Mel frontend (`classify.window_features`) and the model
+(`classify.classify_mel`), the very functions the fused one is made of.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
-import subprocess
 import sys
 import time
 
+import child
 import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results", "latency.json")
-SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 TARGET_MS = 10.0
 
 
@@ -58,17 +57,15 @@ def _time(fn, iters: int, warmup: int = 10) -> dict:
 
 
 def _predictor(workdir: str | None):
-    import jax.numpy as jnp
     import numpy as np
     from flax import nnx
 
-    from ser_jax.predict import Predictor
+    from ser_jax.predictor import Predictor
 
     if workdir:
         return Predictor.from_workdir(workdir)
-    sys.path.insert(0, REPO)
     from configs.cnn_bilstm import get_config
-    from data_prep.corpora.base import EMOTIONS
+    from ser_jax.dataset_format import EMOTIONS
     from ser_jax.features import FeatureConfig
     from ser_jax.model_info import ModelInfo
     from ser_jax.models import create_model
@@ -79,66 +76,34 @@ def _predictor(workdir: str | None):
     model = create_model(config.model, num_classes=len(classes), n_mels=features.n_mels, rngs=nnx.Rngs(0))
     graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     info = ModelInfo(class_names=classes, features=features, mean=np.full(features.n_mels, -40.0, np.float32),
-                     std=np.full(features.n_mels, 15.0, np.float32), model=config.model.to_dict())
-    del jnp
+                     std=np.full(features.n_mels, 15.0, np.float32))
     return Predictor(info, graphdef, params, stats)
 
 
 def _breakdown(predictor, wave, n, iters: int) -> dict:
-    """Each stage as its own jitted function (weights closed over as in the fused function; inputs
-    precomputed and on device): where the time goes. The stages sum to a little more than the fused
-    function, which also saves the copies between them."""
+    """The frontend and the model as separate jitted functions (weights closed over, as in the fused
+    function; inputs on device): where the time goes. They sum to a little more than the fused
+    function, which also saves the copy between them."""
     import jax
-    from flax import nnx
 
-    from ser_jax import predict
-    from ser_jax.models.layers import length_mask
+    from ser_jax import classify
 
     info = predictor.info
-    g = predictor.graphdef
     params, stats = jax.device_get((predictor.params, predictor.batch_stats))
-    model = lambda: nnx.merge(g, params, stats)  # noqa: E731
-
-    def cnn(x, lengths):
-        x = x[..., None]
-        for block in model().blocks:
-            x, lengths = block(x, lengths, train=False, rngs=None)
-        return x.reshape(*x.shape[:2], -1), lengths
-
-    def head(x, lengths):
-        m = model()
-        mask = length_mask(lengths, x.shape[1])
-        pooled = m.pool(x, mask) if m.pool is not None else (x * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
-        return jax.nn.softmax(m.head(pooled), -1)
-
-    frontend = jax.jit(functools.partial(predict.window_features, features=info.features, mean=info.mean,
+    frontend = jax.jit(functools.partial(classify.window_features, features=info.features, mean=info.mean,
                                          std=info.std))
-    cnn_j, head_j = jax.jit(cnn), jax.jit(head)
-    lstm_j = jax.jit(lambda x, lengths: model().lstm(x, lengths))
-    proj_j = jax.jit(lambda x: model().lstm.input_proj(x))  # The one matmul before the scan.
+    model = jax.jit(functools.partial(classify.classify_mel, predictor.graphdef, params, stats))
     mel, lengths = frontend(wave, n)
-    feats, flen = cnn_j(mel, lengths) if model().blocks else (mel, lengths)
-    has_lstm = model().lstm is not None
-    seq = lstm_j(feats, flen) if has_lstm else feats
-    out = {"frontend": _time(lambda: jax.block_until_ready(frontend(wave, n)), iters)}
-    if model().blocks:
-        out["cnn"] = _time(lambda: jax.block_until_ready(cnn_j(mel, lengths)), iters)
-    if has_lstm:
-        out["bilstm"] = _time(lambda: jax.block_until_ready(lstm_j(feats, flen)), iters)
-        out["bilstm_input_proj"] = _time(lambda: jax.block_until_ready(proj_j(feats)), iters)
-    out["pool_head"] = _time(lambda: jax.block_until_ready(head_j(seq, flen)), iters)
-    out["shapes"] = {"mel": list(mel.shape), "lstm_in": list(feats.shape)}
-    return out
+    return {"frontend": _time(lambda: jax.block_until_ready(frontend(wave, n)), iters),
+            "model": _time(lambda: jax.block_until_ready(model(mel, lengths)), iters),
+            "shapes": {"mel": list(mel.shape)}}
 
 
-def child(args) -> dict:
+def run_child(args) -> dict:
     """Runs in the subprocess of one setting; returns its figures."""
     if args.pin is not None:
         os.sched_setaffinity(0, {args.pin})
     import jax
-
-    if args.lstm_unroll > 1:  # An experiment only: what unroll= in layers.BiLSTM's scan would give.
-        jax.lax.scan = functools.partial(jax.lax.scan, unroll=args.lstm_unroll)
     import numpy as np
 
     from ser_jax import export, serving
@@ -161,26 +126,19 @@ def child(args) -> dict:
     if args.breakdown:
         result["breakdown"] = _breakdown(predictor, jax.device_put(wave), jax.device_put(n), args.iters)
     result.update(cpus=len(os.sched_getaffinity(0)), xla_flags=os.environ.get("XLA_FLAGS", ""),
-                  window_samples=window, lstm_unroll=args.lstm_unroll)
+                  window_samples=window)
     return result
 
 
-def _run_setting(name: str, args, *, single: bool, unroll: int = 1) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env["XLA_FLAGS"] = SINGLE_THREAD_FLAGS if single else ""
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--window", str(args.window),
-           "--iters", str(args.iters), "--lstm_unroll", str(unroll)]
+def _run_setting(args, *, single: bool) -> dict:
+    cmd = ["--child", "--window", str(args.window), "--iters", str(args.iters)]
     if single:
         cmd += ["--pin", str(min(os.sched_getaffinity(0)))]
     if args.workdir:
         cmd += ["--workdir", args.workdir]
     if args.breakdown:
         cmd.append("--breakdown")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"setting {name!r} failed")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return child.run(__file__, cmd, env={"XLA_FLAGS": SINGLE_THREAD_FLAGS if single else ""})
 
 
 def main(argv=None) -> int:
@@ -189,24 +147,20 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=float, default=3.0, help="window seconds")
     p.add_argument("--hop", type=float, default=0.5, help="hop seconds, for the real-time factor")
     p.add_argument("--iters", type=int, default=300)
-    p.add_argument("--breakdown", action="store_true", help="also time frontend / CNN / BiLSTM / head")
-    p.add_argument("--lstm_unroll", type=int, default=1, help="also run one core with the scan unrolled K steps")
+    p.add_argument("--breakdown", action="store_true", help="also time the frontend and the model apart")
     p.add_argument("--settings", default="single,all", help="comma-separated: single, all")
     p.add_argument("--output", default=RESULTS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--pin", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args)))
+        child.reply(run_child(args))
         return 0
 
     settings = [s for s in args.settings.split(",") if s]
     runs = {}
     for s in settings:
-        runs["1 core" if s == "single" else "all cores"] = _run_setting(s, args, single=s == "single")
-    if args.lstm_unroll > 1:
-        runs[f"1 core, scan unroll {args.lstm_unroll}"] = _run_setting("single", args, single=True,
-                                                                         unroll=args.lstm_unroll)
+        runs["1 core" if s == "single" else "all cores"] = _run_setting(args, single=s == "single")
     hop_ms = args.hop * 1000
     model = f"model of {args.workdir}" if args.workdir else "default model (random init)"
     print(f"{args.window:g} s window, batch 1, {model}; "

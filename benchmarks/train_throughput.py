@@ -13,9 +13,9 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 
+import child
 import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,20 +24,15 @@ TORCH_PEER = os.path.join(REPO, "..", "shared", "bench", "torch_peer.py")
 
 def measure(batch: int, frames: int, mels: int, steps: int, config_path: str) -> dict:
     """Runs in the child process: compile once, then time `steps` steps on every visible device."""
-    import importlib.util
-
     import jax
     import numpy as np
 
-    from ser_jax import train
+    from ser_jax import config_files, mesh, train
 
-    spec = importlib.util.spec_from_file_location("bench_config", config_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = config_files.load_py(config_path)
     tx = train.create_optimizer(config.optim, 1000)
     graphdef, state = train.create_train_state(config, num_classes=8, n_mels=mels, tx=tx)
-    steps_fn = train.Steps(train.make_mesh(), graphdef, tx, config, num_classes=8)
+    steps_fn = train.Steps(mesh.make_mesh(), graphdef, tx, config, num_classes=8)
     state = steps_fn.place_state(state)
     rng = np.random.default_rng(0)
     batch_np = {"mel": rng.normal(size=(batch, frames, mels)).astype(np.float32),
@@ -63,12 +58,9 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str) ->
 
 
 def run_child(devices: int, args) -> dict:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    out = subprocess.run([sys.executable, __file__, "--child", "--batch", str(args.batch), "--frames",
-                          str(args.frames), "--mels", str(args.mels), "--steps", str(args.steps),
-                          "--config", args.config], env=env, cwd=REPO, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child.run(__file__, ["--child", "--batch", str(args.batch), "--frames", str(args.frames), "--mels",
+                                str(args.mels), "--steps", str(args.steps), "--config", args.config],
+                     env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
 
 
 def run_torch(args) -> dict:
@@ -91,7 +83,7 @@ def main():
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(measure(args.batch, args.frames, args.mels, args.steps, args.config)))
+        child.reply(measure(args.batch, args.frames, args.mels, args.steps, args.config))
         return
     results = {"jax": [run_child(int(d), args) for d in args.devices.split(",")]}
     for r in results["jax"]:

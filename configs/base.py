@@ -1,6 +1,7 @@
 """Settings shared by every model config; each model file changes only what makes it that model."""
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -13,8 +14,8 @@ def get_base_config() -> ml_collections.ConfigDict:
         data_dir="",
         corpus="synthetic",
         source_dir="",  # Set it to prepare a downloaded corpus before training.
-        folds=0,  # >0: train on speaker folds (cross-validation round `fold`) instead of train/val/test.
-        fold=0,
+        folds=0,  # >= 3: train on speaker folds (the round testing on fold `test_fold`) instead of train/val/test.
+        test_fold=0,
         split_seed=0,
         train_split="train",
         validation_split="validation",
@@ -22,11 +23,15 @@ def get_base_config() -> ml_collections.ConfigDict:
         max_frames=300,  # Training crops (and pads) to 3 s: one compiled shape.
         eval_bucket_frames=100,  # Evaluation pads to a multiple of this: few compiles, little waste.
         worker_threads=2,
-        synthetic=ml_collections.ConfigDict(dict(n_speakers=10, utterances_per_emotion=5, seed=0)),
+        # The synthetic corpus' size and seed; unset, the generator's defaults (as `python -m data_prep`).
+        synthetic=ml_collections.ConfigDict(dict(
+            n_speakers=placeholder(int), utterances_per_emotion=placeholder(int), seed=placeholder(int))),
     ))
-    # The log-Mel frontend used when this config prepares a corpus (data_prep's defaults).
+    # The log-Mel frontend used when this config prepares a corpus (data_prep's defaults). Typed
+    # placeholders, so `--config.features.fmax=7600` can set what defaults to None.
     c.features = ml_collections.ConfigDict(dict(
-        sample_rate=16000, n_mels=80, window_ms=25.0, hop_ms=10.0, n_fft=None, fmin=0.0, fmax=None, amin=1e-10))
+        sample_rate=16000, n_mels=80, window_ms=25.0, hop_ms=10.0, n_fft=placeholder(int), fmin=0.0,
+        fmax=placeholder(float), amin=1e-10))
     c.model = ml_collections.ConfigDict(dict(
         name="cnn_bilstm", channels=(32, 64), lstm_hidden=128, pooling="attention", attention_dim=64,
         dropout=0.3, dtype="float32"))

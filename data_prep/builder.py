@@ -21,27 +21,11 @@ import tensorflow_datasets as tfds
 
 from data_prep import splits
 from data_prep.corpora import base
-from data_prep.featurize import TEXT_FIELDS, featurize, init_feature_worker
+from data_prep.featurize import featurize, init_feature_worker
+from ser_jax import dataset_format as fmt
 from ser_jax.features import FeatureConfig
 
-DATASET_VERSION = "1.0.0"
 REPORT_FILE = "prep_report.json"
-# TFDS reserves the split name "all" for "every split", so `--split=all` stores its one split as
-# "full"; reading split "all" (through TFDS or ser_jax) then gives exactly that split.
-SINGLE_SPLIT = "full"
-
-
-def dataset_config_name(split: str, folds: int | None) -> str:
-    """The TFDS builder-config name: one dataset folder per way of splitting a corpus."""
-    if split not in ("speaker", "all"):
-        raise ValueError(f"--split must be 'speaker' or 'all', got {split!r}")
-    if folds and split != "speaker":
-        raise ValueError("--folds makes speaker folds; it cannot be combined with --split=all")
-    return f"folds{folds}" if folds else split
-
-
-def dataset_dir(data_dir: str, corpus: str, config_name: str) -> str:
-    return os.path.join(data_dir, corpus, config_name, DATASET_VERSION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +43,12 @@ class Settings:
     reader_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        fmt.config_name(self.split, self.folds)  # Refuses impossible splits before any work is done.
         object.__setattr__(self, "reader_options", base.reader_options(self.corpus, self.reader_options))
 
     @property
     def config_name(self) -> str:
-        return dataset_config_name(self.split, self.folds)
+        return fmt.config_name(self.split, self.folds)
 
     def as_json(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -80,7 +65,7 @@ class Prepared:
 def assign_splits(utterances: Sequence[base.Utterance], settings: Settings) -> dict[str, list[base.Utterance]]:
     genders = {u.speaker: u.gender for u in utterances}
     if settings.split == "all":
-        of_speaker = {s: SINGLE_SPLIT for s in genders}
+        of_speaker = {s: fmt.SINGLE_SPLIT for s in genders}
     elif settings.folds:
         of_speaker = splits.speaker_folds(genders, settings.folds, seed=settings.seed)
     else:
@@ -108,27 +93,14 @@ class _StatsAccumulator:
         return {"frames": self.count, "sum": self.sum.tolist(), "sumsq": self.sumsq.tolist()}
 
 
-def normalization_from_stats(stats: Mapping[str, Mapping], split_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std per mel bin over the frames of `split_names`."""
-    missing = [s for s in split_names if s not in stats]
-    if missing:
-        raise KeyError(f"no statistics for split(s) {missing}; the dataset has {sorted(stats)}")
-    n = sum(stats[s]["frames"] for s in split_names)
-    total = sum(np.asarray(stats[s]["sum"]) for s in split_names)
-    total_sq = sum(np.asarray(stats[s]["sumsq"]) for s in split_names)
-    mean = total / n
-    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
-    return mean.astype(np.float32), np.maximum(std, 1e-5).astype(np.float32)
-
-
 def _builder_class(corpus: str) -> type[tfds.core.GeneratorBasedBuilder]:
     """A builder class per corpus, so the TFDS dataset (and its folder) carries the corpus' name."""
     return type(f"SER_{corpus}", (SpeechEmotionBuilder,), {"name": corpus}, skip_registration=True)
 
 
 class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version(DATASET_VERSION)
-    RELEASE_NOTES = {DATASET_VERSION: "log-Mel features with speaker-independent splits."}
+    VERSION = tfds.core.Version(fmt.DATASET_VERSION)
+    RELEASE_NOTES = {fmt.DATASET_VERSION: "log-Mel features with speaker-independent splits."}
 
     def __init__(self, *, settings: Settings, assignment: Mapping[str, Sequence[base.Utterance]],
                  scan_problems: Sequence[base.Problem], pool, **kwargs):
@@ -148,9 +120,9 @@ class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
                 # 10 ms an example, three quarters of the whole preparation.
                 "mel": tfds.features.Tensor(shape=(None, n_mels), dtype=np.float32,
                                             encoding=tfds.features.Encoding.BYTES),
-                "label": tfds.features.ClassLabel(names=base.EMOTIONS),
+                "label": tfds.features.ClassLabel(names=fmt.EMOTIONS),
                 "duration": tfds.features.Scalar(dtype=np.float32),
-                **{f: tfds.features.Text() for f in TEXT_FIELDS},
+                **{f: tfds.features.Text() for f in fmt.TEXT_FIELDS},
             }),
             supervised_keys=("mel", "label"),
             metadata=tfds.core.MetadataDict(),
@@ -173,37 +145,33 @@ class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         if not counts:
             raise ValueError(f"split {split!r}: none of its {len(utterances)} files could be used")
         self._stats[split] = stats.as_json()
-        self._counts[split] = {e: counts[e] for e in base.EMOTIONS if counts[e]}
+        self._counts[split] = {e: counts[e] for e in fmt.EMOTIONS if counts[e]}
         self.info.metadata.update(self._metadata())
 
     def _metadata(self) -> dict:
-        s = self._settings
-        train = [n for n in self._stats if n == "train"] or list(self._stats)
-        mean, std = normalization_from_stats(self._stats, train)
         return {
-            "settings": s.as_json(),
-            "stats": self._stats,
-            "normalization": {"splits": train, "mean": mean.tolist(), "std": std.tolist()},
-            "counts": self._counts,
-            "speakers": {n: sorted({u.speaker for u in utts}) for n, utts in self._assignment.items()},
-            "skipped": [dataclasses.asdict(p) for p in self._problems],
+            fmt.SETTINGS: self._settings.as_json(),
+            fmt.STATS: self._stats,
+            fmt.COUNTS: self._counts,
+            fmt.SPEAKERS: {n: sorted({u.speaker for u in utts}) for n, utts in self._assignment.items()},
+            fmt.SKIPPED: [dataclasses.asdict(p) for p in self._problems],
         }
 
 
 def _read_prepared(path: str, settings: Settings) -> Prepared:
     metadata = tfds.builder_from_directory(path).info.metadata
-    if metadata.get("settings") != settings.as_json():
+    if metadata.get(fmt.SETTINGS) != settings.as_json():
         raise ValueError(
-            f"{path} was prepared with other settings:\n  found     {metadata.get('settings')}\n"
+            f"{path} was prepared with other settings:\n  found     {metadata.get(fmt.SETTINGS)}\n"
             f"  requested {settings.as_json()}\nUse another --data_dir, or delete that folder to rebuild.")
-    problems = [base.Problem(**p) for p in metadata["skipped"]]
-    return Prepared(path, metadata["counts"], problems, reused=True)
+    problems = [base.Problem(**p) for p in metadata[fmt.SKIPPED]]
+    return Prepared(path, metadata[fmt.COUNTS], problems, reused=True)
 
 
 def prepare(settings: Settings, data_dir: str, source_dir: str | None = None, *,
             workers: int | None = None) -> Prepared:
     """Builds the dataset (or finds it already built) and returns where it is and what it holds."""
-    path = dataset_dir(data_dir, settings.corpus, settings.config_name)
+    path = fmt.dataset_dir(data_dir, settings.corpus, settings.config_name)
     if os.path.exists(os.path.join(path, "dataset_info.json")):
         return _read_prepared(path, settings)
     if source_dir is None:
@@ -223,7 +191,7 @@ def prepare(settings: Settings, data_dir: str, source_dir: str | None = None, *,
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
             download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
     metadata = builder.info.metadata
-    problems = [base.Problem(**p) for p in metadata["skipped"]]
+    problems = [base.Problem(**p) for p in metadata[fmt.SKIPPED]]
     with open(os.path.join(path, REPORT_FILE), "w") as f:
-        json.dump({"dataset": path, "counts": metadata["counts"], "skipped": metadata["skipped"]}, f, indent=1)
-    return Prepared(path, metadata["counts"], problems, reused=False)
+        json.dump({"dataset": path, "counts": metadata[fmt.COUNTS], "skipped": metadata[fmt.SKIPPED]}, f, indent=1)
+    return Prepared(path, metadata[fmt.COUNTS], problems, reused=False)

@@ -13,9 +13,8 @@ import threadpoolctl
 
 from data_prep.corpora import base
 from ser_jax.audio import AudioError, load_audio
-from ser_jax.features import FeatureConfig, log_mel
-
-TEXT_FIELDS = ("corpus", "speaker", "gender", "text", "intensity", "path")
+from ser_jax.dataset_format import TEXT_FIELDS
+from ser_jax.features import FeatureConfig, clip_log_mel
 
 
 def init_feature_worker() -> None:
@@ -40,12 +39,10 @@ def featurize(job: tuple[base.Utterance, FeatureConfig]) -> dict | base.Problem:
     """One utterance -> a TFDS example, or the Problem that kept it out (runs in worker processes)."""
     utt, cfg = job
     try:
-        wave = load_audio(utt.path, cfg.sample_rate)
+        wave = load_audio(utt.path, cfg.sample_rate, min_samples=cfg.win_length)
     except AudioError as e:
         return base.Problem(utt.path, e.reason)
-    if wave.size < cfg.win_length:
-        return base.Problem(utt.path, f"too short: {wave.size} samples, under one {cfg.window_ms} ms window")
-    mel = log_mel(wave.astype(np.float64), cfg).astype(np.float32)
+    mel = clip_log_mel(wave, cfg)
     example = {f: getattr(utt, f) for f in TEXT_FIELDS}
     example.update(mel=mel, label=utt.emotion, duration=np.float32(wave.size / cfg.sample_rate))
     return example

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
+
+from ser_jax.dataset_format import MIN_FOLDS, fold_name
 
 
 def _interleaved_speakers(genders: Mapping[str, str], seed: int) -> list[str]:
@@ -37,17 +39,7 @@ def speaker_splits(genders: Mapping[str, str], *, validation_fraction: float = 0
 
 def speaker_folds(genders: Mapping[str, str], folds: int, *, seed: int = 0) -> dict[str, str]:
     """Speaker -> "fold{i}", k folds of (near) equal speaker count and gender mix."""
-    if not 2 <= folds <= len(genders):
-        raise ValueError(f"--folds must be between 2 and the number of speakers ({len(genders)}), got {folds}")
-    return {s: f"fold{i % folds}" for i, s in enumerate(_interleaved_speakers(genders, seed))}
-
-
-def cross_validation_splits(fold_names: Sequence[str], test_fold: int) -> dict[str, list[str]]:
-    """Train/validation/test split lists for one CV round: test = fold i, validation = fold i+1."""
-    k = len(fold_names)
-    if k < 3:
-        raise ValueError(f"cross-validation needs at least 3 folds (train, validation, test), got {k}")
-    if not 0 <= test_fold < k:
-        raise ValueError(f"fold {test_fold} is out of range for {k} folds")
-    test, val = fold_names[test_fold], fold_names[(test_fold + 1) % k]
-    return {"train": [f for f in fold_names if f not in (test, val)], "validation": [val], "test": [test]}
+    if not MIN_FOLDS <= folds <= len(genders):
+        raise ValueError(f"--folds must be between {MIN_FOLDS} and the number of speakers ({len(genders)}), "
+                         f"got {folds}")
+    return {s: fold_name(i % folds) for i, s in enumerate(_interleaved_speakers(genders, seed))}

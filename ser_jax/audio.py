@@ -9,6 +9,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac")  # What a folder is searched for.
 # Peak amplitude below which a recording is taken as silent (about -100 dBFS): such a file has no
 # speech to learn from, and its log-Mel would be the floor value everywhere.
 SILENCE_PEAK = 1e-5
@@ -43,7 +44,17 @@ def _wav_truncation(path: str) -> str | None:
             f.seek(length + (length & 1), os.SEEK_CUR)
 
 
-def load_audio(path: str, sample_rate: int) -> np.ndarray:
+def find_audio_files(folder: str) -> list[str]:
+    """The .wav/.flac files below `folder` (hidden ones left out), in a stable order."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        found += [os.path.join(root, f) for f in sorted(names)
+                  if f.lower().endswith(AUDIO_EXTENSIONS) and not f.startswith(".")]
+    return found
+
+
+def load_audio(path: str, sample_rate: int, *, min_samples: int = 1) -> np.ndarray:
     """Mono float32 waveform of `path` at `sample_rate`; raises AudioError for unusable files."""
     try:
         if os.path.getsize(path) == 0:
@@ -55,11 +66,15 @@ def load_audio(path: str, sample_rate: int) -> np.ndarray:
         raise
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(path, f"unreadable audio ({e})") from e
-    return prepare_waveform(data, sr, sample_rate, path)
+    return prepare_waveform(data, sr, sample_rate, path, min_samples=min_samples)
 
 
-def prepare_waveform(data: np.ndarray, sr: int, sample_rate: int, name: str = "<waveform>") -> np.ndarray:
-    """Down-mixes (samples, channels) or (samples,) audio and resamples it; checks it is usable."""
+def prepare_waveform(data: np.ndarray, sr: int, sample_rate: int, name: str = "<waveform>", *,
+                     min_samples: int = 1) -> np.ndarray:
+    """Down-mixes (samples, channels) or (samples,) audio and resamples it; checks it is usable.
+
+    `min_samples` (at `sample_rate`) is what the feature frontend needs: one analysis window.
+    """
     data = np.asarray(data, dtype=np.float32)
     mono = data.mean(axis=1) if data.ndim == 2 else data
     if mono.ndim != 1:
@@ -72,4 +87,7 @@ def prepare_waveform(data: np.ndarray, sr: int, sample_rate: int, name: str = "<
         raise AudioError(name, f"silent (peak amplitude below {SILENCE_PEAK:g})")
     if sr != sample_rate:
         mono = soxr.resample(mono, sr, sample_rate, quality="HQ").astype(np.float32)
+    if mono.size < min_samples:
+        raise AudioError(name, f"too short: {mono.size} samples at {sample_rate} Hz, under the {min_samples} "
+                               f"of one analysis window")
     return mono

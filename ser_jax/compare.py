@@ -13,12 +13,13 @@ replaces, so sequential runs lose nothing there and each run stays an ordinary, 
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
 import time
 
 from absl import app, flags, logging
+
+from ser_jax import config_files
 
 flags.DEFINE_list("configs", ["configs/cnn_only.py", "configs/lstm_only.py", "configs/cnn_bilstm.py"],
                   "Config files to compare.")
@@ -51,20 +52,13 @@ def config_name(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def load_config(path: str):
-    spec = importlib.util.spec_from_file_location(config_name(path), path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def run_config(path: str, fold: int, seed: int):
-    config = load_config(path)
+    config = config_files.load_py(path)
     with config.unlocked():
         config.seed = seed
         config.data.update(corpus=FLAGS.corpus, source_dir=FLAGS.source_dir,
                            data_dir=FLAGS.data_dir or os.path.join(FLAGS.workdir, "data"),
-                           folds=FLAGS.folds, fold=fold)
+                           folds=FLAGS.folds, test_fold=fold)
         for assignment in FLAGS.set:
             _override(config, assignment)
     return config

@@ -1,26 +1,62 @@
-"""`--mode=eval`: a checkpoint's metrics on any prepared dataset split, written as files and plots.
+"""Evaluation: the eval step and loop (training validates with them too) and `--mode=eval` reports.
 
-The model, its label set, features and normalisation come from the training workdir; the data from
-`config.eval` (default: the training dataset's test split). Examples whose emotion the model was not
-trained on are left out and counted, so a model can be evaluated on another corpus's shared labels.
+The model, its label set, features and normalisation come from the training workdir (restored as
+deployment restores them: parameters and batch statistics only); the data from `config.eval`
+(default: the training dataset's test split). Examples whose emotion the model was not trained on
+are left out and counted, so a model can be evaluated on another corpus's shared labels.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import os
 
 import jax
 import ml_collections
 import numpy as np
+import optax
 import tensorflow_datasets as tfds
-from jax.sharding import NamedSharding, PartitionSpec as P
+from flax import nnx
 
-from ser_jax import input_pipeline, metrics, reports, train
+from ser_jax import input_pipeline, metrics, reports
+from ser_jax.mesh import batch_sharding, global_batch, make_mesh, replicated
 from ser_jax.metric_writers import METRICS_FILE
 from ser_jax.trained_model import TrainedModel
 
 GROUPS = ("speaker", "gender", "corpus")
+
+
+def eval_step(variables: dict, batch: dict, *, graphdef: nnx.GraphDef) -> dict:
+    """Logits and per-example loss (0 for filler rows) with the running BatchNorm statistics."""
+    model = nnx.merge(graphdef, variables["params"], variables["batch_stats"])
+    logits = model(batch["mel"], batch["lengths"], train=False)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    return {"logits": logits, "loss": loss * batch["weight"]}
+
+
+class Evaluator:
+    """The eval step jitted for one mesh (variables replicated, batches split along "data") and its loop."""
+
+    def __init__(self, mesh: jax.sharding.Mesh, graphdef: nnx.GraphDef):
+        self.batch_sharding = batch_sharding(mesh)
+        self.step = jax.jit(functools.partial(eval_step, graphdef=graphdef),
+                            in_shardings=(replicated(mesh), self.batch_sharding), out_shardings=replicated(mesh))
+
+    def logits_and_loss(self, variables: dict, data: input_pipeline.EvalSet, *, batch_size: int,
+                        bucket_frames: int) -> tuple[np.ndarray, float]:
+        """Logits of every example of `data` in order (each counted once), and the mean loss."""
+        batch_size += -batch_size % jax.device_count()  # Every device gets the same number of rows.
+        logits = np.zeros((len(data), 0), np.float32)
+        loss_sum = 0.0
+        for local, ids in input_pipeline.eval_batches(data, global_batch=batch_size, bucket_frames=bucket_frames):
+            out = jax.device_get(self.step(variables, global_batch(self.batch_sharding, local)))
+            if logits.shape[1] == 0:
+                logits = np.zeros((len(data), out["logits"].shape[1]), np.float32)
+            keep = ids >= 0
+            logits[ids[keep]] = out["logits"][keep]
+            loss_sum += float(out["loss"].sum())
+        return logits, loss_sum / max(len(data), 1)
 
 
 def eval_target(config: ml_collections.ConfigDict, model: TrainedModel) -> tuple[input_pipeline.Dataset, list[str]]:
@@ -48,9 +84,13 @@ def _write_predictions(path: str, data: input_pipeline.EvalSet, probabilities: n
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Evaluates the configured checkpoint on every device of every process; returns the report."""
-    mesh = train.make_mesh()
-    model = TrainedModel.load(workdir, config.eval.checkpoint, sharding=NamedSharding(mesh, P()))
+    """Evaluates the configured checkpoint on every device of every process; returns the report.
+
+    Reads `config.eval`, `config.train.eval_batch_size` and `config.data.eval_bucket_frames`; the
+    model itself always comes from the workdir.
+    """
+    mesh = make_mesh()
+    model = TrainedModel.load(workdir, config.eval.checkpoint, sharding=replicated(mesh))
     class_names = model.info.class_names
     dataset, split_names = eval_target(config, model)
     data = input_pipeline.load_eval_set(dataset.source(split_names), mean=model.info.mean, std=model.info.std,
@@ -59,9 +99,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if not len(data):
         raise ValueError(f"Nothing to evaluate in {where}: none of its emotions {sorted(data.left_out)} is in "
                          f"the model's label set {list(class_names)}")
-    steps = train.Steps(mesh, model.graphdef, train.create_optimizer(config.optim, 1), config, len(class_names))
-    logits, loss = train.predict(steps, model.state, data, batch_size=config.train.eval_batch_size,
-                                 bucket_frames=config.data.eval_bucket_frames)
+    logits, loss = Evaluator(mesh, model.graphdef).logits_and_loss(
+        model.variables, data, batch_size=config.train.eval_batch_size, bucket_frames=config.data.eval_bucket_frames)
     predicted = logits.argmax(-1)
     report = {
         "workdir": os.path.abspath(workdir), "checkpoint": model.checkpoint, "step": model.step,

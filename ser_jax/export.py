@@ -18,7 +18,6 @@ numpy (no Flax, no training code).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -26,31 +25,28 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ser_jax import predict
+from ser_jax.classify import window_classifier
+from ser_jax.predictor import Predictor
 from ser_jax.serving import FORMAT_VERSION, metadata_path
 
 EXPORT_DIR = "export"
 EXPORT_FILE = "ser_window.bin"
 
 
-def export_window(predictor: predict.Predictor, window_samples: int, *, batch: int = 0,
+def export_window(predictor: Predictor, window_samples: int, *, batch: int = 0,
                   platforms: Sequence[str] | None = None) -> jax.export.Exported:
     """The predictor's window function with its weights closed over (constants), exported.
 
     `batch=0` gives a symbolic batch dimension "b"; `platforms` defaults to the current backend.
     """
-    params, batch_stats = jax.device_get((predictor.params, predictor.batch_stats))  # NumPy: constants.
-    info = predictor.info
-    fn = functools.partial(predict.window_probabilities, predictor.graphdef, params, batch_stats,
-                           features=info.features, mean=np.asarray(info.mean), std=np.asarray(info.std))
+    fn = window_classifier(predictor.info, predictor.graphdef, predictor.params, predictor.batch_stats)
     b = jax.export.symbolic_shape("b")[0] if batch == 0 else batch
     args = (jax.ShapeDtypeStruct((b, window_samples), jnp.float32), jax.ShapeDtypeStruct((b,), jnp.int32))
     return jax.export.export(jax.jit(fn), platforms=tuple(platforms) if platforms else None)(*args)
 
 
-def metadata(predictor: predict.Predictor, exported: jax.export.Exported, window_samples: int, batch: int,
+def metadata(predictor: Predictor, exported: jax.export.Exported, window_samples: int, batch: int,
              workdir: str | None = None) -> dict:
     info = predictor.info
     return {
@@ -97,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from absl import logging
 
     logging.set_verbosity(logging.ERROR)
-    predictor = predict.Predictor.from_workdir(args.workdir, args.checkpoint)
+    predictor = Predictor.from_workdir(args.workdir, args.checkpoint)
     window = int(round(args.window * predictor.sample_rate))
     platforms = [s.strip() for s in args.platforms.split(",") if s.strip()] or None
     exported = export_window(predictor, window, batch=args.batch, platforms=platforms)

@@ -118,6 +118,16 @@ def _frames(padded, n_fft: int, hop: int, n_frames: int, xp):
     return padded[..., index]
 
 
+def clip_log_mel(waveform: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """A whole clip's (frames, n_mels) float32 features as datasets store them: computed in float64."""
+    return log_mel(np.asarray(waveform, np.float64), cfg).astype(np.float32)
+
+
+def normalize(mel, mean, std):
+    """Per-mel-bin standardisation by the training statistics (NumPy or JAX arrays alike)."""
+    return (mel - mean) / std
+
+
 def log_mel(waveform, cfg: FeatureConfig, xp=np):
     """(..., samples) waveform at cfg.sample_rate -> (..., frames, n_mels) log-Mel power in dB.
 

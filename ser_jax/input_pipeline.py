@@ -18,9 +18,9 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep.builder import DATASET_VERSION, normalization_from_stats
-from data_prep.corpora.base import EMOTIONS
-from ser_jax.features import FeatureConfig
+from ser_jax import batching
+from ser_jax import dataset_format as fmt
+from ser_jax.features import FeatureConfig, normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Dataset:
 
     @property
     def features(self) -> FeatureConfig:
-        return FeatureConfig.from_mapping(self.metadata["settings"]["features"])
+        return FeatureConfig.from_mapping(self.metadata[fmt.SETTINGS]["features"])
 
     def resolve(self, splits: Sequence[str]) -> list[str]:
         """Checks split names; "all" means every split, as in TFDS."""
@@ -54,24 +54,24 @@ class Dataset:
         return self.builder.as_data_source(split="+".join(self.resolve(splits)))
 
     def normalization(self, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        return normalization_from_stats(self.metadata["stats"], self.resolve(splits))
+        return fmt.normalization_from_stats(self.metadata[fmt.STATS], self.resolve(splits))
 
     def class_names(self, splits: Sequence[str]) -> tuple[str, ...]:
         """The emotions present in `splits`, in canonical order: the label set a model trains on."""
-        present = {e for s in self.resolve(splits) for e in self.metadata["counts"][s]}
-        return tuple(e for e in EMOTIONS if e in present)
+        present = {e for s in self.resolve(splits) for e in self.metadata[fmt.COUNTS][s]}
+        return tuple(e for e in fmt.EMOTIONS if e in present)
 
 
 def open_dataset(data_dir: str, corpus: str, config_name: str | None = None, split: str | None = None) -> Dataset:
     """The dataset `data_dir/corpus/<config_name>/<version>`; with no config name, the one holding `split`."""
     if config_name:
-        candidates = [os.path.join(data_dir, corpus, config_name, DATASET_VERSION)]
+        candidates = [fmt.dataset_dir(data_dir, corpus, config_name)]
     else:
-        candidates = sorted(glob.glob(os.path.join(data_dir, corpus, "*", DATASET_VERSION)))
+        candidates = sorted(glob.glob(fmt.dataset_dir(data_dir, corpus, "*")))
     found = [c for c in candidates if os.path.exists(os.path.join(c, "dataset_info.json"))]
     if not found:
         raise FileNotFoundError(
-            f"No prepared {corpus!r} dataset under {data_dir!r} (looked for {candidates or data_dir + '/' + corpus + '/*/' + DATASET_VERSION}); "
+            f"No prepared {corpus!r} dataset under {data_dir!r} (looked for {candidates or fmt.dataset_dir(data_dir, corpus, '*')}); "
             f"run `python -m data_prep --corpus={corpus} --data_dir={data_dir} ...` first")
     datasets = [Dataset(p, tfds.builder_from_directory(p)) for p in found]
     if split is not None:
@@ -79,14 +79,6 @@ def open_dataset(data_dir: str, corpus: str, config_name: str | None = None, spl
         if not datasets:
             raise ValueError(f"No prepared {corpus!r} dataset under {data_dir!r} has a split {split!r}")
     return datasets[0]
-
-
-def label_lookup(class_names: Sequence[str]) -> np.ndarray:
-    """Canonical label id -> model class id, -1 for emotions outside the model's label set."""
-    table = np.full(len(EMOTIONS), -1, np.int32)
-    for i, name in enumerate(class_names):
-        table[EMOTIONS.index(name)] = i
-    return table
 
 
 class _CropNormalizePad(grain.transforms.RandomMap):
@@ -102,7 +94,7 @@ class _CropNormalizePad(grain.transforms.RandomMap):
             start = rng.integers(0, n - self.max_frames + 1)
             mel, n = mel[start:start + self.max_frames], self.max_frames
         out = np.zeros((self.max_frames, mel.shape[1]), np.float32)
-        out[:n] = (mel - self.mean) / self.std
+        out[:n] = normalize(mel, self.mean, self.std)
         return {"mel": out, "lengths": np.int32(n), "label": self.lookup[example["label"]]}
 
 
@@ -138,7 +130,7 @@ def train_dataset(source, *, mean: np.ndarray, std: np.ndarray, class_names: Seq
     if global_batch % count:
         raise ValueError(f"batch size {global_batch} is not divisible by the {count} processes")
     ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
-    ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, label_lookup(class_names)))
+    ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, fmt.label_lookup(class_names)))
     ds = _HostRows(ds, global_batch, count, index).batch(global_batch // count, drop_remainder=True)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=4))
 
@@ -157,16 +149,16 @@ class EvalSet:
 
 
 def load_eval_set(source, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str]) -> EvalSet:
-    lookup = label_lookup(class_names)
+    lookup = fmt.label_lookup(class_names)
     mels, labels, meta, left_out = [], [], {k: [] for k in ("speaker", "gender", "corpus", "path")}, {}
     for i in range(len(source)):
         ex = source[i]
         label = int(lookup[ex["label"]])
         if label < 0:
-            name = EMOTIONS[ex["label"]]
+            name = fmt.EMOTIONS[ex["label"]]
             left_out[name] = left_out.get(name, 0) + 1
             continue
-        mels.append(((ex["mel"] - mean) / std).astype(np.float32))
+        mels.append(normalize(ex["mel"], mean, std).astype(np.float32))
         labels.append(label)
         for k in meta:
             meta[k].append(ex[k].decode() if isinstance(ex[k], bytes) else str(ex[k]))
@@ -186,14 +178,11 @@ def eval_batches(data: EvalSet, *, global_batch: int, bucket_frames: int) -> Ite
     n_mels = data.mels[0].shape[1] if data.mels else 0
     for start in range(0, len(data), global_batch):
         ids = np.arange(start, min(start + global_batch, len(data)))
-        frames = bucket_frames * -(-max(data.mels[i].shape[0] for i in ids) // bucket_frames)
+        frames = batching.bucketed(max(data.mels[i].shape[0] for i in ids), bucket_frames)
         ids = np.concatenate([ids, np.full(global_batch - len(ids), -1)])
         mine = ids[index * local:(index + 1) * local]
-        batch = {"mel": np.zeros((local, frames, n_mels), np.float32), "lengths": np.ones(local, np.int32),
-                 "label": np.zeros(local, np.int32), "weight": np.zeros(local, np.float32)}
-        for row, i in enumerate(mine):
-            if i >= 0:
-                m = data.mels[i]
-                batch["mel"][row, :m.shape[0]] = m
-                batch["lengths"][row], batch["label"][row], batch["weight"][row] = m.shape[0], data.labels[i], 1.0
-        yield batch, ids
+        mine = mine[mine >= 0]  # Filler rows come last, so this process' real rows are a prefix.
+        mel, lengths = batching.pad_batch([data.mels[i] for i in mine], rows=local, frames=frames, n_mels=n_mels)
+        label, weight = np.zeros(local, np.int32), np.zeros(local, np.float32)
+        label[:len(mine)], weight[:len(mine)] = data.labels[mine], 1.0
+        yield {"mel": mel, "lengths": lengths, "label": label, "weight": weight}, ids

@@ -23,7 +23,6 @@ class ModelInfo:
     features: FeatureConfig
     mean: np.ndarray
     std: np.ndarray
-    model: dict
     dataset: str = ""
     splits: dict = dataclasses.field(default_factory=dict)
 
@@ -43,6 +42,8 @@ class ModelInfo:
             raise FileNotFoundError(f"{path} not found: {workdir!r} is not a ser_jax training workdir")
         with open(path) as f:
             data = json.load(f)
+        known = {f.name for f in dataclasses.fields(cls)}  # Older files also hold the model config.
+        data = {k: v for k, v in data.items() if k in known}
         data.update(class_names=tuple(data["class_names"]), features=FeatureConfig.from_mapping(data["features"]),
                     mean=np.asarray(data["mean"], np.float32), std=np.asarray(data["std"], np.float32))
         return cls(**data)

@@ -1,262 +1,44 @@
-"""Emotion predictions from a training workdir: a Python API and `python -m ser_jax.predict`.
-
-Everything a prediction depends on comes from the workdir (model_info.json, config.json, a
-checkpoint), so features are computed exactly as in training and never re-typed:
-
-* Whole files / clips (`Predictor.predict`, `predict_batch`, `predict_files`) take the path the
-  evaluation takes: the NumPy float64 log-Mel of the whole utterance at the training sample rate,
-  normalised by the training mean/std, zero-padded to a multiple of `bucket_frames` frames with the
-  true length passed along (the model masks padding, so the padding changes nothing and compiles
-  stay few).
-* Fixed-length windows (`Predictor.window_function`, used by streaming, export and the latency
-  benchmark) run waveform -> log-Mel (JAX) -> normalisation -> model -> probabilities as one jitted
-  function. A window holding fewer valid samples than its length (the start of a stream) is
-  zero-padded and given its true length, which gives the same features as the shorter clip alone.
-
-Command line (see `--help`):
+"""`python -m ser_jax.predict`: emotion predictions for files, folders, stdin or a live stream.
 
     python -m ser_jax.predict --workdir DIR [--checkpoint best] PATHS... [--output out.jsonl|out.csv]
     python -m ser_jax.predict --workdir DIR --stream [--window 3.0 --hop 0.5 --smoothing N] [--realtime] FILE
     arecord -f S16_LE -r 16000 -c 1 | python -m ser_jax.predict --workdir DIR --stream -
     python -m ser_jax.predict --workdir DIR --stream --mic
+
+The command line around `ser_jax.predictor.Predictor` (the Python API) and `ser_jax.streaming`.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import glob
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from ser_jax import audio
-from ser_jax.features import FeatureConfig, log_mel
-from ser_jax.model_info import ModelInfo
-
-BUCKET_FRAMES = 100  # Whole clips are padded to a multiple of this many frames (as evaluation does).
-AUDIO_EXTENSIONS = (".wav", ".flac")  # What a folder is searched for (a file named explicitly may be any format).
-
-
-# ----------------------------------------------------------------------------------------------
-# Pure functions: shared by the predictor, streaming, export and the latency benchmark.
-
-
-def classify_mel(graphdef: nnx.GraphDef, params, batch_stats, mel: jax.Array, lengths: jax.Array) -> jax.Array:
-    """Normalised log-Mel (batch, frames, mels) and true frame counts -> (batch, classes) probabilities."""
-    model = nnx.merge(graphdef, params, batch_stats)
-    return jax.nn.softmax(model(mel, lengths, train=False), axis=-1)
-
-
-def window_features(waveform: jax.Array, num_samples: jax.Array, *, features: FeatureConfig, mean, std
-                    ) -> tuple[jax.Array, jax.Array]:
-    """(batch, samples) float32 windows, valid samples per row -> (normalised log-Mel, frame counts).
-
-    Samples past `num_samples` are zeroed, so a partly filled window gives exactly the frames that
-    librosa's centred STFT gives the valid samples alone (its end padding is zeros too).
-    """
-    waveform = jnp.asarray(waveform, jnp.float32)
-    num_samples = jnp.asarray(num_samples, jnp.int32)
-    valid = jnp.arange(waveform.shape[-1])[None, :] < num_samples[:, None]
-    mel = log_mel(jnp.where(valid, waveform, 0.0), features, xp=jnp)
-    mel = (mel - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-    return mel, 1 + num_samples // features.hop_length
-
-
-def window_probabilities(graphdef: nnx.GraphDef, params, batch_stats, waveform: jax.Array, num_samples: jax.Array,
-                         *, features: FeatureConfig, mean, std) -> jax.Array:
-    """(batch, window samples) waveform at the training rate -> (batch, classes) probabilities."""
-    mel, lengths = window_features(waveform, num_samples, features=features, mean=mean, std=std)
-    return classify_mel(graphdef, params, batch_stats, mel, lengths)
-
-
-def _bucket(n: int, size: int) -> int:
-    return size * -(-n // size)
-
-
-def _rows(n: int, batch_size: int) -> int:
-    """Rows of a batch of n clips: the next power of two (capped), so few batch shapes are compiled."""
-    return min(batch_size, 1 << max(n - 1, 0).bit_length())
-
-
-class Predictor:
-    """A trained model ready for inference on one device.
-
-    `predict*` return `{"label": str, "probabilities": {class name: float}}` per clip.
-    """
-
-    def __init__(self, info: ModelInfo, graphdef: nnx.GraphDef, params, batch_stats, *,
-                 bucket_frames: int = BUCKET_FRAMES, batch_size: int = 16, device: jax.Device | None = None):
-        self.info = info
-        self.graphdef = graphdef
-        self.device = device or jax.local_devices()[0]
-        self.params, self.batch_stats = jax.device_put((params, batch_stats), self.device)
-        self.bucket_frames, self.batch_size = bucket_frames, batch_size
-        self.step: int | None = None
-        self._classify = jax.jit(functools.partial(classify_mel, graphdef))
-        self._windows: dict[int, callable] = {}
-
-    @classmethod
-    def from_workdir(cls, workdir: str, checkpoint: str | int = "best", **kwargs) -> "Predictor":
-        """Restores `checkpoint` ("best", "latest" or a step) of a training workdir."""
-        from ser_jax.trained_model import TrainedModel  # Pulls in the training code: only when loading one.
-
-        device = kwargs.pop("device", None) or jax.local_devices()[0]
-        trained = TrainedModel.load(workdir, checkpoint, sharding=jax.sharding.SingleDeviceSharding(device))
-        predictor = cls(trained.info, trained.graphdef, trained.state.params, trained.state.batch_stats,
-                        device=device, **kwargs)
-        predictor.step = trained.step
-        return predictor
-
-    # -- What the model was trained with -----------------------------------------------------
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.info.class_names
-
-    @property
-    def features(self) -> FeatureConfig:
-        return self.info.features
-
-    @property
-    def sample_rate(self) -> int:
-        return self.info.features.sample_rate
-
-    # -- Whole clips ---------------------------------------------------------------------------
-
-    def log_mel(self, waveform: np.ndarray) -> np.ndarray:
-        """A mono waveform at the training rate -> normalised (frames, mels) float32, as in training/eval."""
-        waveform = np.asarray(waveform)
-        if waveform.ndim != 1:
-            raise ValueError(f"expected a mono (samples,) waveform, got shape {waveform.shape}")
-        mel = log_mel(waveform.astype(np.float64), self.features).astype(np.float32)  # as data_prep.featurize does
-        return ((mel - self.info.mean) / self.info.std).astype(np.float32)  # input_pipeline.load_eval_set
-
-    def check_length(self, waveform: np.ndarray, name: str = "<waveform>") -> None:
-        cfg = self.features
-        if waveform.size < cfg.win_length:
-            raise audio.AudioError(name, f"too short: {waveform.size} samples, under one {cfg.window_ms} ms window")
-
-    def probabilities(self, mels: Sequence[np.ndarray]) -> np.ndarray:
-        """Normalised log-Mels of any lengths -> (len(mels), classes) probabilities, in order.
-
-        Clips are sorted by length and batched; each batch is padded to a multiple of
-        `bucket_frames` frames (and to a power-of-two number of rows) with the true lengths.
-        """
-        out = np.zeros((len(mels), len(self.class_names)), np.float32)
-        order = sorted(range(len(mels)), key=lambda i: mels[i].shape[0])
-        n_mels = self.features.n_mels
-        for start in range(0, len(order), self.batch_size):
-            ids = order[start:start + self.batch_size]
-            frames = _bucket(max(mels[i].shape[0] for i in ids), self.bucket_frames)
-            batch = np.zeros((_rows(len(ids), self.batch_size), frames, n_mels), np.float32)
-            lengths = np.ones(batch.shape[0], np.int32)
-            for row, i in enumerate(ids):
-                batch[row, :mels[i].shape[0]] = mels[i]
-                lengths[row] = mels[i].shape[0]
-            probs = self._classify(self.params, self.batch_stats, jax.device_put(batch, self.device),
-                                   jax.device_put(lengths, self.device))
-            out[ids] = np.asarray(probs)[:len(ids)]
-        return out
-
-    def result(self, probabilities: np.ndarray) -> dict:
-        probabilities = np.asarray(probabilities, np.float64)
-        return {"label": self.class_names[int(probabilities.argmax())],
-                "probabilities": {c: float(p) for c, p in zip(self.class_names, probabilities)}}
-
-    def predict_batch(self, waveforms: Sequence[np.ndarray], sample_rate: int | None = None) -> list[dict]:
-        """Whole clips ((samples,) or (samples, channels), at `sample_rate`, default the model's) -> results."""
-        sr = sample_rate or self.sample_rate
-        mels = []
-        for i, w in enumerate(waveforms):
-            w = audio.prepare_waveform(w, sr, self.sample_rate, f"<waveform {i}>")
-            self.check_length(w, f"<waveform {i}>")
-            mels.append(self.log_mel(w))
-        return [self.result(p) for p in self.probabilities(mels)]
-
-    def predict(self, waveform: np.ndarray, sample_rate: int | None = None) -> dict:
-        """One whole clip -> {"label", "probabilities"}; raises audio.AudioError if it is unusable."""
-        return self.predict_batch([waveform], sample_rate)[0]
-
-    def predict_files(self, paths: Iterable[str], *, chunk: int = 64) -> Iterator[tuple[str, dict | audio.AudioError]]:
-        """(path, result) for every path in order; the result is the AudioError of a file that was skipped.
-
-        Files are decoded (any format libsndfile reads, any rate and channel count) `chunk` at a time.
-        """
-        paths = list(paths)
-        for start in range(0, len(paths), chunk):
-            loaded: dict[int, np.ndarray] = {}
-            errors: dict[int, audio.AudioError] = {}
-            for i, path in enumerate(paths[start:start + chunk]):
-                try:
-                    w = audio.load_audio(path, self.sample_rate)
-                    self.check_length(w, path)
-                    loaded[i] = self.log_mel(w)
-                except audio.AudioError as e:
-                    errors[i] = e
-            probs = dict(zip(loaded, self.probabilities(list(loaded.values()))))
-            for i, path in enumerate(paths[start:start + chunk]):
-                yield path, errors[i] if i in errors else {"path": path, **self.result(probs[i])}
-
-    # -- Fixed-length windows (streaming) --------------------------------------------------------
-
-    def window_function(self, window_samples: int):
-        """A jitted `(waveform (batch, window_samples) float32, num_samples (batch,) int32) -> probabilities`.
-
-        The log-Mel frontend runs in JAX inside the same compiled function as the model, and the
-        weights are closed over (compile-time constants, as in the exported function): on CPU that
-        runs about 10% faster than passing them as arguments.
-        """
-        if window_samples not in self._windows:
-            params, stats = jax.device_get((self.params, self.batch_stats))
-            fn = jax.jit(functools.partial(window_probabilities, self.graphdef, params, stats,
-                                           features=self.features, mean=self.info.mean, std=self.info.std))
-            device = self.device
-
-            def call(waveform, num_samples):
-                waveform = np.asarray(waveform, np.float32)
-                if waveform.shape[-1] != window_samples:
-                    raise ValueError(f"expected windows of {window_samples} samples, got shape {waveform.shape}")
-                return fn(jax.device_put(waveform, device), jax.device_put(np.asarray(num_samples, np.int32), device))
-
-            self._windows[window_samples] = call
-        return self._windows[window_samples]
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line.
+from ser_jax import audio, streaming
+from ser_jax.predictor import Predictor
+from ser_jax.tables import format_row
 
 
 def expand_paths(args: Sequence[str]) -> tuple[list[str], list[audio.AudioError]]:
     """Files, folders (searched recursively for .wav/.flac) and glob patterns -> files, and what matched nothing."""
     files, problems = [], []
-
-    def folder(d):
-        found = []
-        for root, dirs, names in os.walk(d):
-            dirs.sort()
-            found += [os.path.join(root, f) for f in sorted(names)
-                      if f.lower().endswith(AUDIO_EXTENSIONS) and not f.startswith(".")]
-        return found
-
     for arg in args:
         if os.path.isdir(arg):
-            found = folder(arg)
+            found = audio.find_audio_files(arg)
             if not found:
-                problems.append(audio.AudioError(arg, f"folder holds no {'/'.join(AUDIO_EXTENSIONS)} files"))
+                problems.append(audio.AudioError(arg, f"folder holds no {'/'.join(audio.AUDIO_EXTENSIONS)} files"))
             files += found
         elif os.path.exists(arg):
             files.append(arg)
         elif glob.has_magic(arg):
             matched = sorted(glob.glob(arg, recursive=True))
-            found = [f for m in matched for f in (folder(m) if os.path.isdir(m) else [m])]
+            found = [f for m in matched for f in (audio.find_audio_files(m) if os.path.isdir(m) else [m])]
             if not found:
                 problems.append(audio.AudioError(arg, "pattern matched no files"))
             files += found
@@ -331,8 +113,6 @@ def _report(error: audio.AudioError) -> None:
 
 
 def _read_stdin_clip(args, sample_rate: int) -> np.ndarray:
-    from ser_jax import streaming
-
     chunks = list(streaming.raw_pcm_chunks(sys.stdin.buffer, args.stdin_rate, args.stdin_format,
                                            args.stdin_channels, sample_rate))
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
@@ -348,9 +128,7 @@ def _predict_files(predictor: Predictor, args, out) -> int:
     skipped = len(problems)
     if "-" in args.paths:
         try:
-            clip = audio.prepare_waveform(_read_stdin_clip(args, predictor.sample_rate), predictor.sample_rate,
-                                          predictor.sample_rate, "<stdin>")
-            predictor.check_length(clip, "<stdin>")
+            clip = predictor.prepare(_read_stdin_clip(args, predictor.sample_rate), predictor.sample_rate, "<stdin>")
             writer.write({"path": "-", **predictor.predict(clip)})
         except audio.AudioError as e:
             _report(e)
@@ -367,8 +145,6 @@ def _predict_files(predictor: Predictor, args, out) -> int:
 
 
 def _stream(predictor: Predictor, args, out) -> int:
-    from ser_jax import streaming
-
     sr = predictor.sample_rate
     window, hop = int(round(args.window * sr)), int(round(args.hop * sr))
     if window < predictor.features.win_length or hop <= 0:
@@ -444,8 +220,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mic and not args.stream:
         build_parser().error("--mic needs --stream")
     if args.mic:
-        from ser_jax import streaming
-
         try:
             streaming.import_sounddevice()
         except RuntimeError as e:

@@ -1,6 +1,8 @@
 """Evaluation outputs: JSON/CSV/PNG reports, a console summary, training curves and a cross-run table.
 
 Files are plain (CSV, JSON, PNG, Markdown) so results can be read, diffed and pasted without this code.
+Figures are drawn on their own Agg canvas (`_figure`), never through pyplot's global backend, so
+importing this module changes nothing for the caller (a notebook keeps its inline plots).
 """
 
 from __future__ import annotations
@@ -10,13 +12,12 @@ import json
 import os
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # Reports are written on headless machines.
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
+from ser_jax.tables import format_table
 
 GROUP_KEYS = {"by_speaker": "speaker", "by_gender": "gender", "by_corpus": "corpus"}
 
@@ -34,23 +35,27 @@ def _write_matrix_csv(path: str, matrix: Sequence[Sequence], class_names: Sequen
                       [[name, *row] for name, row in zip(class_names, matrix)])
 
 
+def _figure(figsize: tuple[float, float]) -> Figure:
+    """A figure on its own Agg canvas: no pyplot state, no global backend switch."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _plot_confusion(path: str, metrics: dict) -> str:
     names = metrics["class_names"]
     counts = np.asarray(metrics["confusion"])
     size = max(4.0, 0.8 * len(names) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    try:
-        sns.heatmap(np.asarray(metrics["confusion_normalized"]), annot=counts, fmt="d", cmap="Blues",
-                    vmin=0.0, vmax=1.0, square=True, xticklabels=names, yticklabels=names, ax=ax,
-                    cbar_kws={"label": "fraction of true class"})
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"accuracy {metrics['accuracy']:.1%}, UA {metrics['ua']:.1%} "
-                     f"(n={metrics['num_examples']})")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-    finally:
-        plt.close(fig)
+    fig = _figure((size + 1, size))
+    ax = fig.subplots()
+    sns.heatmap(np.asarray(metrics["confusion_normalized"]), annot=counts, fmt="d", cmap="Blues",
+                vmin=0.0, vmax=1.0, square=True, xticklabels=names, yticklabels=names, ax=ax,
+                cbar_kws={"label": "fraction of true class"})
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"accuracy {metrics['accuracy']:.1%}, UA {metrics['ua']:.1%} (n={metrics['num_examples']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     return path
 
 
@@ -94,16 +99,6 @@ def write_eval_report(output_dir: str, report: dict) -> dict[str, str]:
     return paths
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Fixed-width columns: first left-aligned, the rest right-aligned."""
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-
-    def line(cells):
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
-
-
 def format_summary(report: dict) -> str:
     """Human-readable text of a report: headline figures, per-class rows and the group breakdowns."""
     m = report["metrics"]
@@ -112,13 +107,13 @@ def format_summary(report: dict) -> str:
         f"macro precision {m['precision_macro']:.1%}  recall {m['recall_macro']:.1%}  F1 {m['f1_macro']:.1%}"
         f"  weighted F1 {m['f1_weighted']:.1%}",
         "",
-        *_table(["class", "precision", "recall", "F1", "support"],
+        *format_table(["class", "precision", "recall", "F1", "support"],
                 [[n, f"{c['precision']:.1%}", f"{c['recall']:.1%}", f"{c['f1']:.1%}", str(c["support"])]
                  for n, c in m["per_class"].items()]),
     ]
     for key, group_type in GROUP_KEYS.items():
         if report.get(key):
-            lines += ["", *_table([group_type, "examples", "accuracy", "UA", "macro F1"],
+            lines += ["", *format_table([group_type, "examples", "accuracy", "UA", "macro F1"],
                                   [[str(g), str(r["num_examples"]), f"{r['accuracy']:.1%}", f"{r['ua']:.1%}",
                                     f"{r['f1_macro']:.1%}"] for g, r in report[key].items()])]
     return "\n".join(lines)
@@ -153,23 +148,21 @@ def plot_training_curves(metrics_jsonl: str, out_png: str) -> str:
     rows = _read_jsonl(metrics_jsonl)
     if not any(k in r for r in rows for k in _LOSS_KEYS + _ACC_KEYS):
         raise ValueError(f"{metrics_jsonl} holds no rows with a step and a train/val loss or accuracy")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    try:
-        for ax, keys, ylabel in ((axes[0], _LOSS_KEYS, "loss"), (axes[1], _ACC_KEYS, "accuracy / UA")):
-            for key in keys:
-                x, y = _series(rows, key)
-                if x.size:
-                    ax.plot(x, y, marker="o" if key.startswith("val/") else None, markersize=3, label=key)
-            ax.set_xlabel("step")
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend()
-            _epoch_axis(ax, rows)
-        fig.tight_layout()
-        fig.savefig(out_png, dpi=110)
-    finally:
-        plt.close(fig)
+    fig = _figure((12, 4.5))
+    axes = fig.subplots(1, 2)
+    for ax, keys, ylabel in ((axes[0], _LOSS_KEYS, "loss"), (axes[1], _ACC_KEYS, "accuracy / UA")):
+        for key in keys:
+            x, y = _series(rows, key)
+            if x.size:
+                ax.plot(x, y, marker="o" if key.startswith("val/") else None, markersize=3, label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+        _epoch_axis(ax, rows)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
     return out_png
 
 

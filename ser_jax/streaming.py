@@ -5,7 +5,7 @@
 full window has arrived it classifies what there is: the window is zero-padded and given its true
 length, which gives the same features as that shorter clip alone. The classifier is any callable
 `(waveform (1, window) float32, num_samples (1,) int32) -> (1, classes) probabilities`: the jitted
-`Predictor.window_function` (log-Mel frontend, normalisation and model in one compiled function) or
+`ser_jax.predictor.Predictor.window_function` (log-Mel frontend, normalisation and model in one compiled function) or
 an exported model from `ser_jax.serving.load_exported`.
 
 Sources of chunks: `file_chunks` (a decoded file, as fast as possible or paced at real speed),
@@ -52,10 +52,6 @@ class StreamingClassifier:
         self._heard = 0
         self._next = hop_samples  # Sample count at which the next estimate is due.
         self._last = 0  # Sample count of the last estimate.
-
-    @property
-    def heard(self) -> int:
-        return self._heard
 
     def push(self, samples: np.ndarray) -> list[Estimate]:
         """Feeds mono samples; returns the estimates that fell due (one per hop boundary crossed)."""

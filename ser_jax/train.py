@@ -1,10 +1,11 @@
-"""Training: pure `train_step` / `eval_step` jitted over a data-parallel mesh, and the loop around them.
+"""Training: a pure `train_step` jitted over a data-parallel mesh, and the loop around it.
 
 The model lives in NNX; the steps take it apart (`nnx.split`) into a plain pytree `TrainState`, so
 that they are pure functions of (state, batch), Orbax saves the state as it is, and jit can place it
 by sharding. Batches are global arrays sharded along the mesh's "data" axis over every device of
 every process: BatchNorm statistics and masked means are therefore computed over the true global
-batch (XLA adds the cross-device reductions), padding included nowhere.
+batch (XLA adds the cross-device reductions), padding included nowhere. Validation runs the
+evaluation step and loop of `ser_jax.evaluate`.
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Sequence
 
 import flax
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ser_jax import augment, checkpoints, datasets, input_pipeline, metrics, model_info
+from ser_jax import augment, checkpoints, config_files, datasets, input_pipeline, mesh, metrics, model_info
+from ser_jax.evaluate import Evaluator
 from ser_jax.metric_writers import MetricWriter
 from ser_jax.models import create_model
 
@@ -35,11 +35,6 @@ class TrainState:
     batch_stats: nnx.State
     opt_state: optax.OptState
     rng: jax.Array  # Raw key data (uint32), which Orbax stores like any array.
-
-
-def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-    devices = list(devices if devices is not None else jax.devices())
-    return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 
 def lr_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -103,55 +98,39 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: op
     return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
 
 
-def eval_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef) -> dict:
-    """Logits and per-example loss with the running BatchNorm statistics."""
-    logits, _ = _forward(graphdef, state.params, state.batch_stats, batch, train=False)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    return {"logits": logits, "loss": loss * batch["weight"]}
-
-
 class Steps:
-    """The jitted steps for one mesh: state replicated, batches split along "data"."""
+    """The jitted train step for one mesh: state replicated, batches split along "data"."""
 
-    def __init__(self, mesh, graphdef, tx, config, num_classes):
-        self.mesh = mesh
-        self.replicated = NamedSharding(mesh, P())
-        self.batch_sharding = NamedSharding(mesh, P("data"))
+    def __init__(self, device_mesh, graphdef, tx, config, num_classes):
+        self.replicated = mesh.replicated(device_mesh)
+        self.batch_sharding = mesh.batch_sharding(device_mesh)
         self.train = jax.jit(
             functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, num_classes=num_classes),
             in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated,
             donate_argnums=0)
-        self.eval = jax.jit(functools.partial(eval_step, graphdef=graphdef),
-                            in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated)
+        self.evaluator = Evaluator(device_mesh, graphdef)
 
     def global_batch(self, local_batch: dict) -> dict:
-        """Assembles each process' rows into one array sharded over every device of every process."""
-        return {k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
-                for k, v in local_batch.items()}
+        return mesh.global_batch(self.batch_sharding, local_batch)
 
     def place_state(self, state: TrainState) -> TrainState:
         return jax.device_put(state, self.replicated)
 
 
-def predict(steps: Steps, state: TrainState, data: input_pipeline.EvalSet, *, batch_size: int,
-            bucket_frames: int) -> tuple[np.ndarray, float]:
-    """Logits of every example of `data` in order (each counted once), and the mean loss."""
-    batch_size += -batch_size % jax.device_count()  # Every device gets the same number of rows.
-    logits = np.zeros((len(data), 0), np.float32)
-    loss_sum = 0.0
-    for local, ids in input_pipeline.eval_batches(data, global_batch=batch_size, bucket_frames=bucket_frames):
-        out = jax.device_get(steps.eval(state, steps.global_batch(local)))
-        if logits.shape[1] == 0:
-            logits = np.zeros((len(data), out["logits"].shape[1]), np.float32)
-        keep = ids >= 0
-        logits[ids[keep]] = out["logits"][keep]
-        loss_sum += float(out["loss"].sum())
-    return logits, loss_sum / max(len(data), 1)
+def model_variables(state: TrainState) -> dict:
+    """The checkpoint's inference item: what evaluation and deployment restore."""
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def _save(mngr, step: int, state: TrainState, train_iter, val_metrics: dict | None = None) -> None:
+    checkpoints.save(mngr, step, state=state, model=model_variables(state),
+                     extra={checkpoints.DATA: grain.checkpoint.CheckpointSave(train_iter)}, metrics=val_metrics)
 
 
 def _validate(steps, state, data, config, class_names) -> dict:
-    logits, loss = predict(steps, state, data, batch_size=config.train.eval_batch_size,
-                           bucket_frames=config.data.eval_bucket_frames)
+    logits, loss = steps.evaluator.logits_and_loss(model_variables(state), data,
+                                                   batch_size=config.train.eval_batch_size,
+                                                   bucket_frames=config.data.eval_bucket_frames)
     m = metrics.classification_metrics(data.labels, logits.argmax(-1), class_names)
     return {"val/loss": loss, "val/accuracy": m["accuracy"], "val/ua": m["ua"]}
 
@@ -179,9 +158,9 @@ def _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_
             last = _validate(steps, state, val_data, config, class_names)
             last["epoch"] = -(-step // steps_per_epoch)
             writer.write(step, last)
-            checkpoints.save(mngr, step, state, train_iter, metrics={checkpoints.BEST_METRIC: last["val/ua"]})
+            _save(mngr, step, state, train_iter, {checkpoints.BEST_METRIC: last["val/ua"]})
         elif config.train.checkpoint_every_steps and step % config.train.checkpoint_every_steps == 0:
-            checkpoints.save(mngr, step, state, train_iter)
+            _save(mngr, step, state, train_iter)
     progress.close()
     if not last:  # Resumed a finished run: report the final checkpoint's validation figures.
         last = _validate(steps, state, val_data, config, class_names)
@@ -196,11 +175,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mean, std = dataset.normalization(split_names["train"])
     features = dataset.features
     info = model_info.ModelInfo(class_names=class_names, features=features, mean=mean, std=std,
-                                model=config.model.to_dict(), dataset=dataset.path, splits=split_names)
+                                dataset=dataset.path, splits=split_names)
     if jax.process_index() == 0:
         info.save(workdir)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=1))
+        config_files.save_to_workdir(config, workdir)
 
     train_source = dataset.source(split_names["train"])
     global_batch = config.train.batch_size
@@ -211,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tx = create_optimizer(config.optim, total_steps)
     schedule = lr_schedule(config.optim, total_steps)
     graphdef, state = create_train_state(config, len(class_names), features.n_mels, tx)
-    steps = Steps(make_mesh(), graphdef, tx, config, len(class_names))
+    steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names))
     state = steps.place_state(state)
 
     train_iter = iter(input_pipeline.train_dataset(
@@ -219,10 +197,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         global_batch=global_batch, seed=config.seed, worker_threads=config.data.worker_threads))
     val_data = input_pipeline.load_eval_set(dataset.source(split_names["validation"]), mean=mean, std=std,
                                             class_names=class_names)
-    mngr = checkpoints.manager(workdir, keep_best=config.train.keep_best)
+    mngr = checkpoints.manager(workdir, keep_best=config.train.keep_best,
+                               extra_handlers={checkpoints.DATA: grain.checkpoint.CheckpointHandler()})
     if mngr.latest_step() is not None:
         step = mngr.latest_step()
-        state = checkpoints.restore(mngr, step, checkpoints.abstract_like(state, steps.replicated), train_iter)
+        state = checkpoints.restore_state(mngr, step, checkpoints.abstract_like(state, steps.replicated),
+                                          extra={checkpoints.DATA: grain.checkpoint.CheckpointRestore(train_iter)})
         print(f"Resumed from {mngr.directory}/{step}")
 
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)

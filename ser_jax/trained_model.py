@@ -1,40 +1,38 @@
 """A trained model restored from a training workdir: weights, label set and feature settings together.
 
 Evaluation and deployment both start here, so they read exactly what training saved (config.json,
-model_info.json, an Orbax checkpoint) and can never disagree about features or labels.
+model_info.json and the checkpoint's `model` item) and can never disagree about features or labels.
+Only parameters and BatchNorm statistics are restored, into a structure built by `nnx.eval_shape`
+of the model itself: no optimiser, no training code.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import jax
-import ml_collections
 from flax import nnx
 
-from ser_jax import checkpoints, train
+from ser_jax import checkpoints, config_files
+from ser_jax.mesh import make_mesh, replicated
 from ser_jax.model_info import ModelInfo
-
-CONFIG_FILE = "config.json"
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: {workdir!r} is not a ser_jax training workdir")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+from ser_jax.models import create_model
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
     info: ModelInfo
     graphdef: nnx.GraphDef
-    state: train.TrainState
+    params: nnx.State
+    batch_stats: nnx.State
     step: int
     checkpoint: str  # The checkpoint's directory, for reports.
+
+    @property
+    def variables(self) -> dict:
+        """{"params", "batch_stats"}: what the model item holds and what eval steps take."""
+        return {"params": self.params, "batch_stats": self.batch_stats}
 
     @classmethod
     def load(cls, workdir: str, checkpoint: str | int = "best",
@@ -44,17 +42,14 @@ class TrainedModel:
         The default is every local device, whatever device count wrote the checkpoint.
         """
         info = ModelInfo.load(workdir)
-        config = load_config(workdir)
-        tx = train.create_optimizer(config.optim, total_steps=1)  # Only the state's structure matters.
-        graphdef, abstract = nnx.eval_shape(
-            lambda: train.create_train_state(config, len(info.class_names), info.features.n_mels, tx))
-        sharding = sharding or jax.sharding.NamedSharding(train.make_mesh(jax.local_devices()),
-                                                          jax.sharding.PartitionSpec())
+        model_config = config_files.load_from_workdir(workdir).model
+        abstract = nnx.eval_shape(lambda: create_model(model_config, num_classes=len(info.class_names),
+                                                       n_mels=info.features.n_mels, rngs=nnx.Rngs(0)))
+        graphdef, params, batch_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+        sharding = sharding or replicated(make_mesh(jax.local_devices()))
         mngr = checkpoints.manager(workdir, read_only=True)
         step = checkpoints.resolve_step(mngr, checkpoint)
-        state = checkpoints.restore(mngr, step, checkpoints.abstract_like(abstract, sharding))
-        return cls(info, graphdef, state, step, os.path.join(str(mngr.directory), str(step)))
-
-    def model(self) -> nnx.Module:
-        """The NNX module in inference mode (dropout off, running BatchNorm statistics)."""
-        return nnx.merge(self.graphdef, self.state.params, self.state.batch_stats, copy=True)
+        restored = checkpoints.restore_model(
+            mngr, step, checkpoints.abstract_like({"params": params, "batch_stats": batch_stats}, sharding))
+        return cls(info, graphdef, restored["params"], restored["batch_stats"], step,
+                   os.path.join(str(mngr.directory), str(step)))

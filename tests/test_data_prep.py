@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 from data_prep import builder
 from data_prep.corpora import synthetic
+from ser_jax import dataset_format
 from ser_jax.features import FeatureConfig
 from ser_jax.input_pipeline import open_dataset
 
@@ -57,7 +58,7 @@ def test_dataset_reads_back_speaker_disjoint_with_training_statistics(prepared):
         assert r["mel"].shape[0] >= 150  # Synthetic clips last 1.5-3 s: stored at their true length.
 
     info = tfds.builder_from_directory(result.dataset_dir).info
-    mean, std = builder.normalization_from_stats(info.metadata["stats"], ["train"])
+    mean, std = dataset_format.normalization_from_stats(info.metadata["stats"], ["train"])
     frames = np.concatenate([r["mel"] for r in split_records["train"]]).astype(np.float64)
     np.testing.assert_allclose(mean, frames.mean(0), rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(std, frames.std(0), rtol=1e-3, atol=1e-3)
@@ -110,7 +111,7 @@ def test_a_killed_run_leaves_nothing_readers_take_as_a_dataset(prepared, source,
     assert killed.returncode == -9, killed.stderr[-2000:]
     config_dir = os.path.join(data_dir, "ravdess", "speaker")
     assert [d for d in os.listdir(config_dir) if d.startswith("incomplete.")]  # Killed mid-write ...
-    assert not os.path.exists(os.path.join(config_dir, builder.DATASET_VERSION))  # ... so no dataset,
+    assert not os.path.exists(os.path.join(config_dir, dataset_format.DATASET_VERSION))  # ... so no dataset,
     with pytest.raises(FileNotFoundError, match="No prepared 'ravdess' dataset"):
         open_dataset(data_dir, "ravdess", "speaker")  # and the reader says so.
     rerun = builder.prepare(settings, data_dir, source, workers=1)
@@ -146,7 +147,7 @@ def test_bad_files_are_reported_and_good_ones_still_written(source, tmp_path):
     assert result.returncode == 1, result.stderr[-2000:]
     for name in ("03-01-05-01-01-01-09.wav", "03-01-04-01-01-01-09.wav", "03-01-01-01-01-01-09.wav", "hello.wav"):
         assert name in result.stderr
-    dataset = out / "ravdess" / "all" / builder.DATASET_VERSION
+    dataset = out / "ravdess" / "all" / dataset_format.DATASET_VERSION
     report = json.loads((dataset / builder.REPORT_FILE).read_text())
     assert len(report["skipped"]) == 4
     assert len(records(str(dataset), "all")) == 9  # 3 good actors x 3 emotions.

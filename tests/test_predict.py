@@ -20,9 +20,11 @@ import tensorflow_datasets as tfds
 
 from configs.base import get_base_config
 from data_prep.corpora import synthetic
-from ser_jax import export, input_pipeline, predict, serving, streaming, train
+from ser_jax import classify, evaluate, export, input_pipeline, serving, streaming, train
 from ser_jax.features import log_mel
-from ser_jax.trained_model import TrainedModel, load_config
+from ser_jax.mesh import make_mesh
+from ser_jax.predictor import Predictor
+from ser_jax.trained_model import TrainedModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMOTIONS = ("angry", "sad")
@@ -50,7 +52,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(trained):
-    return predict.Predictor.from_workdir(trained)
+    return Predictor.from_workdir(trained)
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +71,8 @@ def _window_fn(predictor):
 def test_file_predictions_equal_the_evaluation_path(trained, predictor, held_out):
     assert predictor.class_names == ("sad", "angry")
     model = TrainedModel.load(trained)  # Replicated over the 8 test devices, as evaluation runs.
-    config = load_config(trained)
-    steps = train.Steps(train.make_mesh(), model.graphdef, train.create_optimizer(config.optim, 1), config,
-                        len(predictor.class_names))
-    logits, _ = train.predict(steps, model.state, held_out, batch_size=16, bucket_frames=100)
+    logits, _ = evaluate.Evaluator(make_mesh(), model.graphdef).logits_and_loss(
+        model.variables, held_out, batch_size=16, bucket_frames=100)
     expected = np.asarray(jax.nn.softmax(logits, axis=-1))
     paths = list(held_out.metadata["path"])
     results = dict(predictor.predict_files(paths))
@@ -128,7 +128,7 @@ def test_jax_frontend_in_the_window_function_matches_numpy_features(predictor, h
     info, sr = predictor.info, predictor.sample_rate
     window = int(WINDOW_S * sr)
     wave = sf.read(held_out.metadata["path"][-1], dtype="float32")[0]
-    frontend = jax.jit(lambda w, n: predict.window_features(w, n, features=info.features, mean=info.mean,
+    frontend = jax.jit(lambda w, n: classify.window_features(w, n, features=info.features, mean=info.mean,
                                                             std=info.std))
     padded = np.zeros((2, window), np.float32)
     padded[0, :wave.size] = wave

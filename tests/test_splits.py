@@ -1,6 +1,7 @@
 import pytest
 
 from data_prep import splits
+from ser_jax.datasets import cross_validation_splits
 
 
 def _genders(n):
@@ -38,9 +39,9 @@ def test_cross_validation_rounds_use_each_fold_once_as_test():
     names = [f"fold{i}" for i in range(4)]
     tests = []
     for i in range(4):
-        r = splits.cross_validation_splits(names, i)
+        r = cross_validation_splits(names, i)
         assert sorted(r["train"] + r["validation"] + r["test"]) == names
         tests += r["test"]
     assert sorted(tests) == names
     with pytest.raises(ValueError):
-        splits.cross_validation_splits(names[:2], 0)
+        cross_validation_splits(names[:2], 0)

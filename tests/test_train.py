@@ -16,6 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from configs.base import get_base_config
 from data_prep.corpora import synthetic
 from ser_jax import checkpoints, evaluate, train
+from ser_jax.mesh import make_mesh
 from ser_jax.trained_model import TrainedModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +61,7 @@ def reference_run(tmp_path_factory, data_dir) -> tuple[str, dict]:
 
 
 def params_of(workdir: str, step="latest") -> list[np.ndarray]:
-    return [np.asarray(x) for x in jax.tree.leaves(TrainedModel.load(workdir, step).state.params)]
+    return [np.asarray(x) for x in jax.tree.leaves(TrainedModel.load(workdir, step).params)]
 
 
 def test_one_device_and_eight_devices_give_the_same_loss_and_gradients():
@@ -74,7 +75,7 @@ def test_one_device_and_eight_devices_give_the_same_loss_and_gradients():
     fn = functools.partial(train.loss_and_grads, graphdef=graphdef, config=config, num_classes=5)
 
     def run(devices):
-        mesh = train.make_mesh(devices)
+        mesh = make_mesh(devices)
         replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
         step = jax.jit(fn, in_shardings=(replicated, sharded), out_shardings=replicated)
         out = step(jax.device_put(state, replicated), jax.device_put(batch, sharded))
@@ -190,7 +191,8 @@ def test_mistyped_config_key_fails_with_its_name(tmp_path):
 def test_best_checkpoint_is_found_again_after_a_restart(tmp_path):
     mngr = checkpoints.manager(str(tmp_path), keep_best=1)
     for step, ua in [(1, 0.3), (2, 0.6), (3, 0.4), (4, 0.2)]:
-        checkpoints.save(mngr, step, {"x": np.full(2, step, np.float32)}, None, metrics={checkpoints.BEST_METRIC: ua})
+        x = {"x": np.full(2, step, np.float32)}
+        checkpoints.save(mngr, step, state=x, model=x, metrics={checkpoints.BEST_METRIC: ua})
     mngr.wait_until_finished()
     mngr.close()
     reopened = checkpoints.manager(str(tmp_path), read_only=True)

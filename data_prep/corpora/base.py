@@ -8,12 +8,10 @@ import inspect
 import os
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
-# One label vocabulary for every corpus, so that models and reports compare across corpora.
-EMOTIONS: tuple[str, ...] = (
-    "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "boredom",
-)
+from ser_jax.audio import find_audio_files
+from ser_jax.dataset_format import EMOTIONS
+
 GENDERS: tuple[str, ...] = ("female", "male", "unknown")
-AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,11 +80,7 @@ def audio_files(source_dir: str) -> Iterable[str]:
     """All audio files below `source_dir`, in a stable order (so scans are deterministic)."""
     if not os.path.isdir(source_dir):
         raise FileNotFoundError(f"Corpus folder {source_dir!r} does not exist or is not a folder")
-    for root, dirs, files in os.walk(source_dir):
-        dirs.sort()
-        for f in sorted(files):
-            if f.lower().endswith(AUDIO_EXTENSIONS) and not f.startswith("."):
-                yield os.path.join(root, f)
+    return find_audio_files(source_dir)
 
 
 def scan_files(source_dir: str, parse: Callable[[str], Utterance | Problem | None]) -> Scan:

@@ -32,6 +32,9 @@ from data_prep.corpora import base, crema_d, emodb, ravdess, savee, tess
 NAME = "synthetic"
 MIN_SECONDS, MAX_SECONDS = 1.5, 3.0
 STATEMENTS = 2  # Phonetic content cycles through two "sentences", like RAVDESS' statements.
+# The corpus' default size (the demo's: 8 training speakers x 8 emotions x 5 = 320 clips), which
+# `python -m data_prep --corpus=synthetic` and a training config without sizes both get from `scan`.
+N_SPEAKERS, UTTERANCES_PER_EMOTION = 10, 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,7 +330,8 @@ LAYOUTS = {
 }
 
 
-def write_corpus(out_dir: str, layout: str = "ravdess", *, n_speakers: int = 10, utterances_per_emotion: int = 4,
+def write_corpus(out_dir: str, layout: str = "ravdess", *, n_speakers: int = N_SPEAKERS,
+                 utterances_per_emotion: int = UTTERANCES_PER_EMOTION,
                  sample_rate: int = 16000, seed: int = 0, audio_format: str = "wav",
                  emotions: Sequence[str] | None = None, channels: int = 1) -> list[str]:
     """Writes a corpus in `layout`'s folders and file names; returns the audio files' paths.
@@ -374,7 +378,8 @@ def _write_demographics(out_dir: str, cast: Iterable[tuple[str, int]]):
 MARKER = "synthetic_corpus.json"
 
 
-def scan(source_dir: str, *, n_speakers: int = 10, utterances_per_emotion: int = 4, seed: int = 0) -> base.Scan:
+def scan(source_dir: str, *, n_speakers: int = N_SPEAKERS, utterances_per_emotion: int = UTTERANCES_PER_EMOTION,
+         seed: int = 0) -> base.Scan:
     """Generates the corpus (RAVDESS layout) when `source_dir` is missing or empty, then reads it.
 
     Generation writes into a hidden sibling folder that is renamed into place only once complete,
