@@ -58,6 +58,7 @@ def test_dataset_reads_back_speaker_disjoint_with_training_statistics(prepared):
         assert r["mel"].shape[0] >= 150  # Synthetic clips last 1.5-3 s: stored at their true length.
 
     info = tfds.builder_from_directory(result.dataset_dir).info
+    assert "normalization" not in info.metadata  # Readers derive it from the per-split statistics.
     mean, std = dataset_format.normalization_from_stats(info.metadata["stats"], ["train"])
     frames = np.concatenate([r["mel"] for r in split_records["train"]]).astype(np.float64)
     np.testing.assert_allclose(mean, frames.mean(0), rtol=1e-4, atol=1e-3)
@@ -152,3 +153,30 @@ def test_bad_files_are_reported_and_good_ones_still_written(source, tmp_path):
     assert len(report["skipped"]) == 4
     assert len(records(str(dataset), "all")) == 9  # 3 good actors x 3 emotions.
     assert result.stdout.strip().splitlines()[-1].split()[-1] == "9"  # The counts table's total.
+
+
+def test_fewer_than_three_folds_are_refused_before_any_work(tmp_path):
+    out = tmp_path / "data"
+    result = subprocess.run([sys.executable, "-m", "data_prep", "--corpus=synthetic", f"--data_dir={out}", "--folds=2"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "--folds must be at least 3" in result.stderr, result.stderr[-2000:]
+    assert not out.exists()  # Nothing generated, nothing written.
+
+
+def test_the_default_synthetic_dataset_is_the_one_training_asks_for(tmp_path):
+    """`python -m data_prep --corpus=synthetic` and a default training config agree on every setting."""
+    from configs.base import get_base_config
+    from ser_jax import datasets
+
+    out = tmp_path / "data"
+    result = subprocess.run([sys.executable, "-m", "data_prep", "--corpus=synthetic", f"--data_dir={out}"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    info_file = out / "synthetic" / "speaker" / dataset_format.DATASET_VERSION / "dataset_info.json"
+    stamp = os.path.getmtime(info_file)
+    config = get_base_config()
+    config.data.data_dir = str(out)
+    dataset, names = datasets.training_dataset(config, str(tmp_path / "workdir"))  # Reused, not refused.
+    assert os.path.getmtime(info_file) == stamp
+    assert names == {"train": ["train"], "validation": ["validation"], "test": ["test"]}
+    assert sum(dataset.metadata[dataset_format.COUNTS]["train"].values()) == 8 * 8 * 5  # The demo's 320 clips.

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -244,3 +245,46 @@ def test_cli_predicts_good_files_and_reports_bad_ones(trained, predictor, held_o
         np.testing.assert_allclose([float(r[c]) for c in predictor.class_names],
                                    list(expected[r["path"]]["probabilities"].values()), atol=1e-5)
     assert expected[flac]["label"] == "angry"
+
+
+INFERENCE_ONLY = """
+import json, sys
+import numpy as np, soundfile as sf
+from ser_jax import export, streaming
+from ser_jax.predictor import Predictor
+
+workdir, path = sys.argv[1:]
+predictor = Predictor.from_workdir(workdir)
+result = predictor.predict(*sf.read(path, dtype="float32"))
+window = predictor.sample_rate
+stream = streaming.StreamingClassifier(predictor.window_function(window), predictor.class_names,
+                                       sample_rate=window, window_samples=window, hop_samples=window // 2)
+estimates = list(streaming.run(stream, streaming.file_chunks(path, window, 1600)))
+export.export_window(predictor, window, batch=1)
+training_stack = ("ser_jax.train", "ser_jax.input_pipeline", "ser_jax.datasets", "data_prep", "grain",
+                  "tensorflow_datasets")
+loaded = sorted(m for m in sys.modules
+                if m in training_stack or m.startswith(tuple(t + "." for t in training_stack)) or "grain" in m.split("."))
+print(json.dumps({"label": result["label"], "estimates": len(estimates), "loaded": loaded}))
+"""
+
+
+def test_prediction_streaming_and_export_load_no_training_stack(trained, predictor, held_out):
+    """A fresh process predicts, streams and exports; none of the training stack gets imported."""
+    path = str(held_out.metadata["path"][0])
+    proc = subprocess.run([sys.executable, "-c", INFERENCE_ONLY, trained, path], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["label"] == dict(predictor.predict_files([path]))[path]["label"]
+    assert out["estimates"] > 0
+    assert out["loaded"] == []
+
+
+def test_checkpoints_without_the_model_item_are_refused_clearly(trained, tmp_path):
+    old = tmp_path / "old_workdir"
+    shutil.copytree(trained, old)
+    for item in old.glob("checkpoints/*/model"):  # What checkpoints written before the model item lack.
+        shutil.rmtree(item)
+    with pytest.raises(FileNotFoundError, match=f"no 'model' item.*Train {old} again"):
+        Predictor.from_workdir(str(old))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -170,3 +172,24 @@ def test_comparison_table(tmp_path):
     assert [r["config"] for r in back] == ["cnn", "cnn", "base", "cnn"]
     assert float(back[3]["accuracy"]) == 0.65
     assert back[2]["f1_macro"] == "0.6" and back[0]["f1_macro"] == ""
+
+
+KEEPS_THE_BACKEND = """
+import sys
+import matplotlib
+from ser_jax.metrics import classification_metrics
+from ser_jax.reports import write_eval_report
+
+paths = write_eval_report(sys.argv[1], {"metrics": classification_metrics([0, 1, 1], [0, 1, 0], ["a", "b"])})
+print(matplotlib.get_backend(), paths["confusion_png"])
+"""
+
+
+def test_reports_leave_matplotlibs_backend_alone(tmp_path):
+    """A notebook's (here: the svg) backend survives importing reports and writing a PNG."""
+    proc = subprocess.run([sys.executable, "-c", KEEPS_THE_BACKEND, str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "MPLBACKEND": "svg"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    backend, png = proc.stdout.split()
+    assert backend == "svg"
+    _assert_png(png)

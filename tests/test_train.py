@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 import subprocess
@@ -199,3 +200,32 @@ def test_best_checkpoint_is_found_again_after_a_restart(tmp_path):
     assert reopened.all_steps() == [2, 4]  # The best by validation UA and the latest.
     assert checkpoints.resolve_step(reopened, "best") == 2
     assert checkpoints.resolve_step(reopened, "latest") == 4
+
+
+def test_eval_mode_takes_the_workdirs_config_and_refuses_what_it_cannot_change(tmp_path, reference_run):
+    workdir, _ = reference_run
+    command = [sys.executable, "-m", "ser_jax.main", "--workdir", workdir, "--mode=eval"]
+    out = tmp_path / "eval"
+    ok = subprocess.run(command + [f"--config.eval.output_dir={out}"], cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert f"Report: {out}/report.json" in ok.stdout
+    assert json.loads((out / "report.json").read_text())["metrics"]["num_examples"] == 8
+
+    refused = subprocess.run(command + ["--config.model.lstm_hidden=4", "--config.features.n_mels=40"],
+                             cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "Refused: --config.features.n_mels, --config.model.lstm_hidden" in refused.stderr
+    # configs/cnn_bilstm.py as it is: not the model (nor the mel count) this workdir was trained with.
+    other = subprocess.run(command + ["--config", "configs/cnn_bilstm.py"], cwd=REPO, capture_output=True, text=True)
+    assert other.returncode != 0 and "differs from what" in other.stderr and "model, features" in other.stderr
+
+
+def test_fewer_than_three_folds_or_a_missing_test_fold_are_refused_before_preparing(tmp_path):
+    data_dir = tmp_path / "data"
+    for folds, test_fold, message in ((2, 0, "at least 3"), (3, 3, "test_fold=3 is out of range")):
+        config = tiny_config(str(data_dir))
+        with config.unlocked():
+            config.data.update(folds=folds, test_fold=test_fold)
+        with pytest.raises(ValueError, match=message):
+            train.train_and_evaluate(config, str(tmp_path / "workdir"))
+        assert not data_dir.exists()  # Nothing generated or prepared.

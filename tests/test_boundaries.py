@@ -1,0 +1,48 @@
+"""Package boundaries, read from the source: what may import what (see README, Layout)."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# Modules that import nothing else of ours: both data_prep and every part of ser_jax build on them.
+LEAVES = {"ser_jax/features.py", "ser_jax/audio.py", "ser_jax/dataset_format.py", "ser_jax/tables.py"}
+PREPARES_ON_DEMAND = "ser_jax/datasets.py"  # The one place a training run calls data_prep.
+
+
+def imports(path: pathlib.Path) -> set[str]:
+    """Every module an `import` or `from ... import` in the file names (absolute imports only)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def ours(names: set[str]) -> set[str]:
+    return {n for n in names if n.split(".")[0] in ("ser_jax", "data_prep", "configs")}
+
+
+def files(package: str) -> list[pathlib.Path]:
+    return sorted((REPO / package).rglob("*.py"))
+
+
+def test_ser_jax_calls_data_prep_in_one_place_only():
+    users = {str(f.relative_to(REPO)) for f in files("ser_jax")
+             if any(n.split(".")[0] == "data_prep" for n in imports(f))}
+    assert users == {PREPARES_ON_DEMAND}
+
+
+def test_data_prep_builds_on_ser_jax_leaf_modules_only():
+    leaf_modules = {f[:-3].replace("/", ".") for f in LEAVES}
+    for f in files("data_prep"):
+        used = {".".join(n.split(".")[:2]) for n in imports(f) if n.startswith("ser_jax.")}
+        assert used <= leaf_modules, (f, used - leaf_modules)
+
+
+def test_leaf_modules_import_nothing_of_ours():
+    for leaf in LEAVES:
+        assert not ours(imports(REPO / leaf)), leaf
