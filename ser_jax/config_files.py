@@ -1,4 +1,5 @@
-"""Where run configs come from: a Python config file, or the `config.json` a training run saved."""
+"""Where run configs come from: a Python config file, or the `config.json` a training run saved
+(read, like the workdir's other JSON files, through `read_workdir_json`)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,15 @@ def save_to_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
     return path
 
 
-def load_from_workdir(workdir: str) -> ml_collections.ConfigDict:
-    """The config a training run in `workdir` was started with."""
-    path = os.path.join(workdir, CONFIG_JSON)
+def read_workdir_json(workdir: str, name: str) -> dict:
+    """A JSON file that training wrote into `workdir`; a clear error where there is none."""
+    path = os.path.join(workdir, name)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: {workdir!r} is not a ser_jax training workdir")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        return json.load(f)
+
+
+def load_from_workdir(workdir: str) -> ml_collections.ConfigDict:
+    """The config a training run in `workdir` was started with."""
+    return ml_collections.ConfigDict(read_workdir_json(workdir, CONFIG_JSON))

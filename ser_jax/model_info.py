@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from ser_jax.config_files import read_workdir_json
 from ser_jax.features import FeatureConfig
 
 FILE = "model_info.json"
@@ -37,11 +38,7 @@ class ModelInfo:
 
     @classmethod
     def load(cls, workdir: str) -> "ModelInfo":
-        path = os.path.join(workdir, FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found: {workdir!r} is not a ser_jax training workdir")
-        with open(path) as f:
-            data = json.load(f)
+        data = read_workdir_json(workdir, FILE)
         known = {f.name for f in dataclasses.fields(cls)}  # Older files also hold the model config.
         data = {k: v for k, v in data.items() if k in known}
         data.update(class_names=tuple(data["class_names"]), features=FeatureConfig.from_mapping(data["features"]),

@@ -118,14 +118,19 @@ def _read_stdin_clip(args, sample_rate: int) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
 
-def _predict_files(predictor: Predictor, args, out) -> int:
+def _input_files(args) -> tuple[list[str], int]:
+    """The files the path arguments name, and how many arguments named none (reported)."""
     paths, problems = expand_paths([p for p in args.paths if p != "-"])
     for p in problems:
         _report(p)
+    return paths, len(problems)
+
+
+def _predict_files(predictor: Predictor, args, out) -> int:
+    paths, skipped = _input_files(args)
     writer = Writer(out, output_format(args), predictor.class_names, ["path"])
     if writer.fmt == "table":
         writer.header({"path": max((len(p) for p in paths), default=0)})
-    skipped = len(problems)
     if "-" in args.paths:
         try:
             clip = predictor.prepare(_read_stdin_clip(args, predictor.sample_rate), predictor.sample_rate, "<stdin>")
@@ -153,16 +158,12 @@ def _stream(predictor: Predictor, args, out) -> int:
     classify(np.zeros((1, window), np.float32), np.full(1, window, np.int32))  # Compile before audio arrives.
     chunk = max(1, int(round(args.chunk_ms / 1000 * sr)))
     sources: list[tuple[str, Iterable[np.ndarray]]] = []
-    skipped = 0
     if args.mic:
         sources.append(("mic", streaming.microphone_chunks(sr, chunk, device=_device(args.mic_device))))
     if "-" in args.paths:
         sources.append(("-", streaming.raw_pcm_chunks(sys.stdin.buffer, args.stdin_rate, args.stdin_format,
                                                       args.stdin_channels, sr, chunk_samples=chunk)))
-    paths, problems = expand_paths([p for p in args.paths if p != "-"])
-    for p in problems:
-        _report(p)
-    skipped += len(problems)
+    paths, skipped = _input_files(args)
     sources += [(p, streaming.file_chunks(p, sr, chunk, realtime=args.realtime)) for p in paths]
     if not sources:
         raise SystemExit("--stream needs audio: file paths, '-' for raw PCM on stdin, or --mic")

@@ -9,6 +9,20 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # Modules that import nothing else of ours: both data_prep and every part of ser_jax build on them.
 LEAVES = {"ser_jax/features.py", "ser_jax/audio.py", "ser_jax/dataset_format.py", "ser_jax/tables.py"}
 PREPARES_ON_DEMAND = "ser_jax/datasets.py"  # The one place a training run calls data_prep.
+# ser_jax's layers, lowest first; a module imports from its own layer or lower ones (README, Layout).
+LAYERS = {
+    "leaves": ["features", "audio", "dataset_format", "tables"],
+    "inference": ["classify", "predictor", "trained_model", "checkpoints", "model_info", "mesh", "batching",
+                  "config_files", "models", "streaming", "export", "serving", "predict"],
+    "evaluation": ["evaluate", "input_pipeline", "metrics", "reports", "metric_writers"],
+    "training": ["main", "train", "datasets", "augment", "compare", "__init__"],
+}
+RANK = {f"ser_jax.{m}": rank for rank, modules in enumerate(LAYERS.values()) for m in modules}
+
+
+def layer_of(module: str) -> int:
+    """The rank of `ser_jax.x` or `ser_jax.x.y` (a package counts as one module)."""
+    return RANK[".".join(module.split(".")[:2])]
 
 
 def imports(path: pathlib.Path) -> set[str]:
@@ -46,3 +60,12 @@ def test_data_prep_builds_on_ser_jax_leaf_modules_only():
 def test_leaf_modules_import_nothing_of_ours():
     for leaf in LEAVES:
         assert not ours(imports(REPO / leaf)), leaf
+
+
+def test_ser_jax_imports_point_down_the_layers():
+    for f in files("ser_jax"):
+        module = ".".join(f.relative_to(REPO).with_suffix("").parts)
+        rank = layer_of(module)  # A new module must be given a layer above.
+        upward = {n for n in imports(f) if n.startswith("ser_jax.") and n.split(".")[1] in
+                  {m.split(".")[1] for m in RANK} and layer_of(n) > rank}
+        assert not upward, (module, upward)
