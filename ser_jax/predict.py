@@ -65,24 +65,23 @@ class Writer:
 
     def __init__(self, stream, fmt: str, class_names: Sequence[str], key_columns: Sequence[str]):
         self.stream, self.fmt, self.class_names, self.keys = stream, fmt, list(class_names), list(key_columns)
-        self.widths = [max(len(c), 6) for c in self.class_names]
         self._csv = csv.writer(stream) if fmt == "csv" else None
         self._header_done = False
-        self._key_width = {k: max(len(k), 8) for k in self.keys}
+        self._widths = ([max(len(k), 8) for k in self.keys] + [max(map(len, self.class_names))]
+                        + [max(len(c), 6) for c in self.class_names])
 
     def header(self, key_widths: dict[str, int] | None = None):
+        """Writes the header once; `key_widths` widens the table's key columns to their longest values."""
         if self._header_done:
             return
         self._header_done = True
-        if key_widths:
-            self._key_width.update({k: max(v, self._key_width[k]) for k, v in key_widths.items()})
+        for k, w in (key_widths or {}).items():
+            i = self.keys.index(k)
+            self._widths[i] = max(w, self._widths[i])
         if self.fmt == "csv":
             self._csv.writerow([*self.keys, "label", *self.class_names])
         elif self.fmt == "table":
-            cols = [k.ljust(self._key_width[k]) for k in self.keys]
-            cols += ["label".ljust(max(map(len, self.class_names)))]
-            cols += [c.rjust(w) for c, w in zip(self.class_names, self.widths)]
-            print("  ".join(cols), file=self.stream)
+            self._table_row([*self.keys, "label", *self.class_names])
 
     def write(self, row: dict):
         self.header()
@@ -93,11 +92,12 @@ class Writer:
             self._csv.writerow([*(row[k] for k in self.keys), row["label"],
                                 *(f"{probs[c]:.6f}" for c in self.class_names)])
         else:
-            cols = [_fmt(row[k]).ljust(self._key_width[k]) for k in self.keys]
-            cols += [row["label"].ljust(max(map(len, self.class_names)))]
-            cols += [f"{probs[c]:.3f}".rjust(w) for c, w in zip(self.class_names, self.widths)]
-            print("  ".join(cols), file=self.stream)
+            self._table_row([*(_fmt(row[k]) for k in self.keys), row["label"],
+                             *(f"{probs[c]:.3f}" for c in self.class_names)])
         self.stream.flush()
+
+    def _table_row(self, cells: Sequence[str]):
+        print(format_row(cells, self._widths, left=len(self.keys) + 1), file=self.stream)
 
 
 def _fmt(v) -> str:
