@@ -16,6 +16,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         folds=0,  # >0: train on speaker folds (cross-validation round `fold`) instead of train/val/test.
         fold=0,
         split_seed=0,
+        trim_db=0.0,  # >0: data_prep cuts leading/trailing audio this many dB below the loudest frame.
         train_split="train",
         validation_split="validation",
         test_split="test",
@@ -36,6 +37,8 @@ def get_base_config() -> ml_collections.ConfigDict:
         batch_size=32, eval_batch_size=64, num_epochs=30, label_smoothing=0.1, log_every_steps=10,
         checkpoint_every_steps=0, keep_best=3))
     c.augment = ml_collections.ConfigDict(dict(
+        speed=0.0,  # >0: play each example up to this much faster or slower (tempo and pitch together).
+        vtlp=0.0,  # >0: scale each example's frequencies by up to this much (vocal-tract length).
         spec_augment=True, freq_masks=2, freq_mask_width=10, time_masks=2, time_mask_width=25,
         mixup=False, mixup_alpha=0.4))
     # Evaluation (--mode=eval): empty fields default to the training dataset's test split.

@@ -32,6 +32,7 @@ flags.DEFINE_float("window_ms", 25.0, "Analysis window.")
 flags.DEFINE_float("hop_ms", 10.0, "Hop between frames.")
 flags.DEFINE_float("fmin", 0.0, "Lowest mel frequency.")
 flags.DEFINE_float("fmax", None, "Highest mel frequency (default: Nyquist).")
+flags.DEFINE_float("trim_db", None, "Cut leading/trailing audio this many dB below the loudest frame (default: keep all).")
 
 
 def format_counts(counts: dict[str, dict[str, int]]) -> str:
@@ -61,7 +62,7 @@ def main(argv):
         validation_fraction=f.validation_fraction, test_fraction=f.test_fraction,
         features=FeatureConfig(sample_rate=f.sample_rate, n_mels=f.n_mels, window_ms=f.window_ms,
                                hop_ms=f.hop_ms, fmin=f.fmin, fmax=f.fmax),
-        reader_options=options)
+        trim_db=f.trim_db, reader_options=options)
     try:
         result = builder.prepare(settings, f.data_dir, f.source_dir, workers=f.workers)
     except (ValueError, FileNotFoundError) as e:

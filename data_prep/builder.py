@@ -55,6 +55,7 @@ class Settings:
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
     features: FeatureConfig = FeatureConfig()
+    trim_db: float | None = None  # Cut leading/trailing audio this far below the loudest frame (None: keep all).
     # The corpus reader's keyword arguments (RAVDESS include_song, the synthetic generator's sizes).
     reader_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -162,7 +163,7 @@ class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     def _generate_examples(self, split: str, utterances: Sequence[base.Utterance]) -> Iterator[tuple[str, dict]]:
         stats = _StatsAccumulator(self._settings.features.n_mels)
         counts = collections.Counter()
-        jobs = [(u, self._settings.features) for u in utterances]
+        jobs = [(u, self._settings.features, self._settings.trim_db) for u in utterances]
         for result in self._pool.imap(featurize, jobs, chunksize=8):
             if isinstance(result, base.Problem):
                 self._problems.append(result)

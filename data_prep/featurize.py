@@ -12,7 +12,7 @@ import numpy as np
 import threadpoolctl
 
 from data_prep.corpora import base
-from ser_jax.audio import AudioError, load_audio
+from ser_jax.audio import AudioError, load_audio, trim_silence
 from ser_jax.features import FeatureConfig, log_mel
 
 TEXT_FIELDS = ("corpus", "speaker", "gender", "text", "intensity", "path")
@@ -36,13 +36,18 @@ def init_feature_worker() -> None:
     libc.mallopt(m_trim_threshold, 128 << 20)
 
 
-def featurize(job: tuple[base.Utterance, FeatureConfig]) -> dict | base.Problem:
-    """One utterance -> a TFDS example, or the Problem that kept it out (runs in worker processes)."""
-    utt, cfg = job
+def featurize(job: tuple[base.Utterance, FeatureConfig, float | None]) -> dict | base.Problem:
+    """One utterance -> a TFDS example, or the Problem that kept it out (runs in worker processes).
+
+    With `trim_db`, leading and trailing audio `trim_db` below the loudest frame is cut first.
+    """
+    utt, cfg, trim_db = job
     try:
         wave = load_audio(utt.path, cfg.sample_rate)
     except AudioError as e:
         return base.Problem(utt.path, e.reason)
+    if trim_db:
+        wave = trim_silence(wave, trim_db, cfg.win_length, cfg.hop_length)
     if wave.size < cfg.win_length:
         return base.Problem(utt.path, f"too short: {wave.size} samples, under one {cfg.window_ms} ms window")
     mel = log_mel(wave.astype(np.float64), cfg).astype(np.float32)

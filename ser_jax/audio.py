@@ -73,3 +73,21 @@ def prepare_waveform(data: np.ndarray, sr: int, sample_rate: int, name: str = "<
     if sr != sample_rate:
         mono = soxr.resample(mono, sr, sample_rate, quality="HQ").astype(np.float32)
     return mono
+
+
+def trim_silence(waveform: np.ndarray, top_db: float, frame_length: int, hop_length: int) -> np.ndarray:
+    """The waveform without its leading and trailing silence: frames `top_db` below the loudest.
+
+    RAVDESS clips open with about a second of room noise; training crops that contain mostly silence
+    teach the model the room, not the voice. Frame for frame this is `librosa.effects.trim` (centred
+    RMS frames; the kept span runs from the first loud frame's centre to one hop past the last's).
+    """
+    half = frame_length // 2
+    padded = np.pad(np.asarray(waveform, np.float64), (half, half))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
+    frames = frames[:1 + waveform.size // hop_length]
+    power = np.maximum(np.mean(frames**2, axis=-1), 1e-10)
+    loud = np.flatnonzero(10 * np.log10(power / power.max()) > -top_db)
+    if loud.size == 0:
+        return waveform[:0]
+    return waveform[loud[0] * hop_length:min(waveform.size, (loud[-1] + 1) * hop_length)]

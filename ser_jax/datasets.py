@@ -26,7 +26,7 @@ def training_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple[D
     d = config.data
     root = data_dir(config, workdir)
     settings = builder.Settings(corpus=d.corpus, split="speaker", folds=d.folds or None, seed=d.split_seed,
-                                features=FeatureConfig.from_mapping(config.features),
+                                features=FeatureConfig.from_mapping(config.features), trim_db=d.trim_db or None,
                                 reader_options=dict(d.synthetic) if d.corpus == "synthetic" else {})
     if d.source_dir or d.corpus == "synthetic":
         if jax.process_index() == 0:  # One writer; the other processes wait for its dataset.

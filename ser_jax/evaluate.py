@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from ser_jax.features import mel_center_frequencies
 from ser_jax import input_pipeline, metrics, reports, train
 from ser_jax.metric_writers import METRICS_FILE
 from ser_jax.trained_model import TrainedModel
@@ -59,7 +60,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if not len(data):
         raise ValueError(f"Nothing to evaluate in {where}: none of its emotions {sorted(data.left_out)} is in "
                          f"the model's label set {list(class_names)}")
-    steps = train.Steps(mesh, model.graphdef, train.create_optimizer(config.optim, 1), config, len(class_names))
+    steps = train.Steps(mesh, model.graphdef, train.create_optimizer(config.optim, 1), config, len(class_names),
+                        mel_center_frequencies(model.info.features))
     logits, loss = train.predict(steps, model.state, data, batch_size=config.train.eval_batch_size,
                                  bucket_frames=config.data.eval_bucket_frames)
     predicted = logits.argmax(-1)

@@ -75,6 +75,17 @@ def mel_to_hz(mel) -> np.ndarray:
     return np.where(mel >= _MEL_BREAK, log, mel * _MEL_LINEAR_HZ)
 
 
+def _mel_edges_hz(cfg: FeatureConfig) -> np.ndarray:
+    """The n_mels + 2 corner frequencies of the triangular filters, equally spaced in mel."""
+    fmax = cfg.sample_rate / 2 if cfg.fmax is None else cfg.fmax
+    return mel_to_hz(np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(fmax), cfg.n_mels + 2))
+
+
+def mel_center_frequencies(cfg: FeatureConfig) -> np.ndarray:
+    """(n_mels,) centre frequency in Hz of each mel bin (where its triangle peaks)."""
+    return _mel_edges_hz(cfg)[1:-1]
+
+
 @functools.lru_cache(maxsize=16)
 def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
     """(fft_size // 2 + 1, n_mels) float64 Slaney-normalised triangular mel filters.
@@ -83,9 +94,8 @@ def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
     here because importing librosa costs every data_prep worker and every predictor process over a
     second (scipy.signal) for one small matrix.
     """
-    fmax = cfg.sample_rate / 2 if cfg.fmax is None else cfg.fmax
     fft_hz = np.fft.rfftfreq(cfg.fft_size, d=1.0 / cfg.sample_rate)
-    edges_hz = mel_to_hz(np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(fmax), cfg.n_mels + 2))
+    edges_hz = _mel_edges_hz(cfg)
     widths = np.diff(edges_hz)
     ramps = edges_hz[:, None] - fft_hz[None, :]
     rising = -ramps[:-2] / widths[:-1, None]

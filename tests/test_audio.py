@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_jax.audio import AudioError, load_audio
+from ser_jax.audio import AudioError, load_audio, trim_silence
 
 
 def _tone(sr, seconds=0.5, channels=1):
@@ -53,3 +53,23 @@ def test_truncated_files_are_detected(tmp_path, ext):
     with pytest.raises(AudioError, match="truncated|unreadable"):
         load_audio(str(cut), 16000)
     assert load_audio(str(good), 16000).size == 8000
+
+
+@pytest.mark.parametrize("top_db", [20, 40, 60])
+def test_trim_silence_equals_librosa_trim(top_db):
+    import librosa
+
+    sr = 16000
+    rng = np.random.default_rng(0)
+    speech = _tone(sr, seconds=0.7) * np.hanning(int(0.7 * sr))
+    noise = lambda n: 1e-4 * rng.normal(size=n)  # noqa: E731 - room noise around the "speech".
+    y = np.concatenate([noise(9000), speech, noise(5000)]).astype(np.float32)
+    trimmed = trim_silence(y, top_db, frame_length=400, hop_length=160)
+    expected, _ = librosa.effects.trim(y, top_db=top_db, frame_length=400, hop_length=160)
+    np.testing.assert_array_equal(trimmed, expected)
+    assert 0.5 * sr < trimmed.size < y.size - 10000  # The noise went, the tone stayed.
+
+
+def test_trim_silence_keeps_audio_without_quiet_edges():
+    y = _tone(16000).astype(np.float32)
+    assert trim_silence(y, 40, 400, 160).size == y.size

@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 
 from configs.base import get_base_config
 from data_prep.corpora import synthetic
+from ser_jax.features import mel_center_frequencies
 from ser_jax import export, input_pipeline, predict, serving, streaming, train
 from ser_jax.features import log_mel
 from ser_jax.trained_model import TrainedModel, load_config
@@ -71,7 +72,7 @@ def test_file_predictions_equal_the_evaluation_path(trained, predictor, held_out
     model = TrainedModel.load(trained)  # Replicated over the 8 test devices, as evaluation runs.
     config = load_config(trained)
     steps = train.Steps(train.make_mesh(), model.graphdef, train.create_optimizer(config.optim, 1), config,
-                        len(predictor.class_names))
+                        len(predictor.class_names), mel_center_frequencies(predictor.features))
     logits, _ = train.predict(steps, model.state, held_out, batch_size=16, bucket_frames=100)
     expected = np.asarray(jax.nn.softmax(logits, axis=-1))
     paths = list(held_out.metadata["path"])
