@@ -31,7 +31,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     # placeholders, so `--config.features.fmax=7600` can set what defaults to None.
     c.features = ml_collections.ConfigDict(dict(
         sample_rate=16000, n_mels=80, window_ms=25.0, hop_ms=10.0, n_fft=placeholder(int), fmin=0.0,
-        fmax=placeholder(float), amin=1e-10))
+        fmax=placeholder(float), amin=1e-10,
+        trim_db=placeholder(float)))  # e.g. 40: cut leading/trailing audio 40 dB below the loudest frame.
     c.model = ml_collections.ConfigDict(dict(
         name="cnn_bilstm", channels=(32, 64), lstm_hidden=128, pooling="attention", attention_dim=64,
         dropout=0.3, dtype="float32"))
@@ -41,6 +42,8 @@ def get_base_config() -> ml_collections.ConfigDict:
         batch_size=32, eval_batch_size=64, num_epochs=30, label_smoothing=0.1, log_every_steps=10,
         checkpoint_every_steps=0, keep_best=3))
     c.augment = ml_collections.ConfigDict(dict(
+        speed=0.0,  # >0: play each example up to this much faster or slower (tempo and pitch together).
+        vtlp=0.0,  # >0: scale each example's frequencies by up to this much (vocal-tract length).
         spec_augment=True, freq_masks=2, freq_mask_width=10, time_masks=2, time_mask_width=25,
         mixup=False, mixup_alpha=0.4))
     # Evaluation (--mode=eval): empty fields default to the training dataset's test split.

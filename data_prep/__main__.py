@@ -39,6 +39,8 @@ flags.DEFINE_float("hop_ms", _DEFAULT_FEATURES.hop_ms, "Hop between frames.")
 flags.DEFINE_integer("n_fft", None, "FFT size (default: the next power of two >= the window).")
 flags.DEFINE_float("fmin", _DEFAULT_FEATURES.fmin, "Lowest mel frequency.")
 flags.DEFINE_float("fmax", None, "Highest mel frequency (default: Nyquist).")
+flags.DEFINE_float("trim_db", None, "Cut leading/trailing audio this many dB below each clip's loudest frame "
+                   "(default: keep it all).")
 
 
 def format_counts(counts: dict[str, dict[str, int]]) -> str:
@@ -61,7 +63,7 @@ def settings_from_flags(f: flags.FlagValues) -> builder.Settings:
         corpus=f.corpus, split=f.split, folds=f.folds, seed=f.seed,
         validation_fraction=f.validation_fraction, test_fraction=f.test_fraction,
         features=FeatureConfig(sample_rate=f.sample_rate, n_mels=f.n_mels, window_ms=f.window_ms,
-                               hop_ms=f.hop_ms, n_fft=f.n_fft, fmin=f.fmin, fmax=f.fmax),
+                               hop_ms=f.hop_ms, n_fft=f.n_fft, fmin=f.fmin, fmax=f.fmax, trim_db=f.trim_db),
         reader_options=options)
 
 

@@ -1,10 +1,19 @@
-"""On-device augmentation inside the jitted train step: SpecAugment and mixup, each on/off by config."""
+"""On-device augmentation inside the jitted train step, each on/off by config: speed perturbation,
+vocal-tract-length perturbation, SpecAugment and mixup.
+
+Speed and VTLP act on the log-Mel image rather than the waveform, so the features stay precomputed:
+changing the playback speed by r divides every duration by r and multiplies every frequency by r,
+VTLP multiplies frequencies only (a longer or shorter vocal tract). Frequencies are moved through
+the true centre frequency of each mel bin, so a factor means the same thing on every part of the
+mel scale.
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 
 def _band_masks(key, n_masks: int, max_width: int, limit: jax.Array, size: int) -> jax.Array:
@@ -38,9 +47,54 @@ def mixup(key, mel, lengths, targets, alpha: float):
     return mel, jnp.maximum(lengths, lengths[perm]), targets
 
 
-def apply(key, mel, lengths, targets, cfg: ml_collections.ConfigDict):
-    """All configured augmentations; the identity when both are off."""
-    k1, k2 = jax.random.split(key)
+def _linear_resample(x: jax.Array, positions: jax.Array, axis: int) -> jax.Array:
+    """x (batch, time, mels) read at fractional `positions` (batch, size) along `axis` (1 or 2)."""
+    size = x.shape[axis]
+    lo = jnp.clip(jnp.floor(positions), 0, size - 1)
+    frac = jnp.clip(positions - lo, 0.0, 1.0)
+    lo = lo.astype(jnp.int32)
+    hi = jnp.minimum(lo + 1, size - 1)
+    expand = (lambda a: a[:, :, None]) if axis == 1 else (lambda a: a[:, None, :])
+
+    def read(index):
+        return jnp.take_along_axis(x, jnp.broadcast_to(expand(index), x.shape), axis=axis)
+
+    return read(lo) * (1 - expand(frac)) + read(hi) * expand(frac)
+
+
+def scale_frequencies(mel: jax.Array, factor: jax.Array, mel_hz: np.ndarray) -> jax.Array:
+    """Each example's spectrum with every frequency multiplied by its `factor` (batch,).
+
+    Bin k takes the (interpolated) value the input had at mel_hz[k] / factor; bins whose source lies
+    past either end repeat the edge bin.
+    """
+    mel_hz = jnp.asarray(mel_hz, jnp.float32)
+    index = jnp.arange(mel_hz.shape[0], dtype=jnp.float32)
+    source = jax.vmap(lambda f: jnp.interp(mel_hz / f, mel_hz, index))(factor)
+    return _linear_resample(mel, source, axis=2)
+
+
+def change_speed(mel: jax.Array, lengths: jax.Array, rate: jax.Array, mel_hz: np.ndarray):
+    """Each example played `rate` (batch,) times faster: frames resampled, frequencies scaled, new lengths."""
+    frames = mel.shape[1]
+    positions = jnp.arange(frames, dtype=jnp.float32)[None, :] * rate[:, None]
+    new_lengths = jnp.clip(jnp.floor(lengths / rate), 1, frames).astype(lengths.dtype)
+    mel = _linear_resample(mel, positions, axis=1)
+    mel = jnp.where(jnp.arange(frames)[None, :, None] < new_lengths[:, None, None], mel, 0.0)
+    return scale_frequencies(mel, rate, mel_hz), new_lengths
+
+
+def _factors(key, batch: int, spread: float) -> jax.Array:
+    return jax.random.uniform(key, (batch,), minval=1 - spread, maxval=1 + spread)
+
+
+def apply(key, mel, lengths, targets, cfg: ml_collections.ConfigDict, mel_hz: np.ndarray):
+    """All configured augmentations; the identity when all are off. `mel_hz`: each bin's centre frequency."""
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    if cfg.speed:
+        mel, lengths = change_speed(mel, lengths, _factors(k3, mel.shape[0], cfg.speed), mel_hz)
+    if cfg.vtlp:
+        mel = scale_frequencies(mel, _factors(k4, mel.shape[0], cfg.vtlp), mel_hz)
     if cfg.spec_augment:
         mel = spec_augment(k1, mel, lengths, cfg)
     if cfg.mixup:

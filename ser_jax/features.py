@@ -28,6 +28,8 @@ class FeatureConfig:
     fmin: float = 0.0
     fmax: float | None = None  # None: sample_rate / 2.
     amin: float = 1e-10
+    # Whole clips lose leading/trailing audio this many dB below their loudest frame (None: kept).
+    trim_db: float | None = None
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> "FeatureConfig":
@@ -75,6 +77,17 @@ def mel_to_hz(mel) -> np.ndarray:
     return np.where(mel >= _MEL_BREAK, log, mel * _MEL_LINEAR_HZ)
 
 
+def _mel_edges_hz(cfg: FeatureConfig) -> np.ndarray:
+    """The n_mels + 2 corner frequencies of the triangular filters, equally spaced in mel."""
+    fmax = cfg.sample_rate / 2 if cfg.fmax is None else cfg.fmax
+    return mel_to_hz(np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(fmax), cfg.n_mels + 2))
+
+
+def mel_center_frequencies(cfg: FeatureConfig) -> np.ndarray:
+    """(n_mels,) centre frequency in Hz of each mel bin (where its triangle peaks)."""
+    return _mel_edges_hz(cfg)[1:-1]
+
+
 @functools.lru_cache(maxsize=16)
 def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
     """(fft_size // 2 + 1, n_mels) float64 Slaney-normalised triangular mel filters.
@@ -83,9 +96,8 @@ def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
     here because importing librosa costs every data_prep worker and every predictor process over a
     second (scipy.signal) for one small matrix.
     """
-    fmax = cfg.sample_rate / 2 if cfg.fmax is None else cfg.fmax
     fft_hz = np.fft.rfftfreq(cfg.fft_size, d=1.0 / cfg.sample_rate)
-    edges_hz = mel_to_hz(np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(fmax), cfg.n_mels + 2))
+    edges_hz = _mel_edges_hz(cfg)
     widths = np.diff(edges_hz)
     ramps = edges_hz[:, None] - fft_hz[None, :]
     rising = -ramps[:-2] / widths[:-1, None]
@@ -118,8 +130,32 @@ def _frames(padded, n_fft: int, hop: int, n_frames: int, xp):
     return padded[..., index]
 
 
+def trim_silence(waveform: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The clip without its leading and trailing audio `cfg.trim_db` below its loudest frame.
+
+    RAVDESS clips open with about a second of room noise; crops that are mostly silence teach a
+    model the room, not the voice. Frame for frame this is `librosa.effects.trim(top_db=trim_db,
+    frame_length=win_length, hop_length=hop_length)` (centred RMS frames; the span runs from the
+    first loud frame's centre to one hop past the last's), widened to one analysis window when a
+    lone click is all that is loud.
+    """
+    win, hop = cfg.win_length, cfg.hop_length
+    padded = np.pad(np.asarray(waveform, np.float64), (win // 2, win // 2))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop][:cfg.num_frames(waveform.size)]
+    power = np.maximum(np.mean(frames**2, axis=-1), 1e-10)
+    loud = np.flatnonzero(10 * np.log10(power / power.max()) > -cfg.trim_db)
+    start, end = loud[0] * hop, min(waveform.size, (loud[-1] + 1) * hop)
+    if end - start < win:
+        start = max(0, min(start - (win - (end - start)) // 2, waveform.size - win))
+        end = start + win
+    return waveform[start:end]
+
+
 def clip_log_mel(waveform: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """A whole clip's (frames, n_mels) float32 features as datasets store them: computed in float64."""
+    """A whole clip's (frames, n_mels) float32 features as datasets store them: trimmed if the
+    config says so, computed in float64."""
+    if cfg.trim_db:
+        waveform = trim_silence(waveform, cfg)
     return log_mel(np.asarray(waveform, np.float64), cfg).astype(np.float32)
 
 

@@ -24,6 +24,7 @@ from flax import nnx
 
 from ser_jax import augment, checkpoints, config_files, datasets, input_pipeline, mesh, metrics, model_info
 from ser_jax.evaluate import Evaluator
+from ser_jax.features import mel_center_frequencies
 from ser_jax.metric_writers import MetricWriter
 from ser_jax.models import create_model
 
@@ -69,11 +70,14 @@ def _forward(graphdef, params, batch_stats, batch, *, train: bool, rng=None):
 
 
 def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                   num_classes: int) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State]], nnx.State]:
-    """((loss, (logits, new batch_stats)), grads) on a global batch, with augmentation and dropout."""
+                   num_classes: int, mel_hz: np.ndarray) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State]], nnx.State]:
+    """((loss, (logits, new batch_stats)), grads) on a global batch, with augmentation and dropout.
+
+    `mel_hz` (each mel bin's centre frequency) lets speed and VTLP augmentation move frequencies.
+    """
     _, aug_key, dropout_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
     mel, lengths, targets = augment.apply(aug_key, batch["mel"], batch["lengths"],
-                                          jax.nn.one_hot(batch["label"], num_classes), config.augment)
+                                          jax.nn.one_hot(batch["label"], num_classes), config.augment, mel_hz)
     smoothing = config.train.label_smoothing
     targets = targets * (1 - smoothing) + smoothing / num_classes
 
@@ -86,10 +90,10 @@ def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, co
 
 
 def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, num_classes: int) -> tuple[TrainState, dict]:
+               config: ml_collections.ConfigDict, num_classes: int, mel_hz: np.ndarray) -> tuple[TrainState, dict]:
     """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
     (loss, (logits, new_stats)), grads = loss_and_grads(state, batch, graphdef=graphdef, config=config,
-                                                        num_classes=num_classes)
+                                                        num_classes=num_classes, mel_hz=mel_hz)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     next_rng = jax.random.split(jax.random.wrap_key_data(state.rng), 3)[0]
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
@@ -101,11 +105,12 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: op
 class Steps:
     """The jitted train step for one mesh: state replicated, batches split along "data"."""
 
-    def __init__(self, device_mesh, graphdef, tx, config, num_classes):
+    def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_hz):
         self.replicated = mesh.replicated(device_mesh)
         self.batch_sharding = mesh.batch_sharding(device_mesh)
         self.train = jax.jit(
-            functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, num_classes=num_classes),
+            functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, num_classes=num_classes,
+                              mel_hz=mel_hz),
             in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated,
             donate_argnums=0)
         self.evaluator = Evaluator(device_mesh, graphdef)
@@ -189,7 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tx = create_optimizer(config.optim, total_steps)
     schedule = lr_schedule(config.optim, total_steps)
     graphdef, state = create_train_state(config, len(class_names), features.n_mels, tx)
-    steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names))
+    steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names), mel_center_frequencies(features))
     state = steps.place_state(state)
 
     train_iter = iter(input_pipeline.train_dataset(

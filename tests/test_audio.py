@@ -53,3 +53,4 @@ def test_truncated_files_are_detected(tmp_path, ext):
     with pytest.raises(AudioError, match="truncated|unreadable"):
         load_audio(str(cut), 16000)
     assert load_audio(str(good), 16000).size == 8000
+

@@ -105,9 +105,11 @@ NAME_CASES = {
          "OAF_Fear/OAF_back_fear.wav": ("fearful", "tess/OAF", "female", "back", ""),
          "YAF_pleasant_surprised/YAF_bath_ps.wav": ("surprised", "tess/YAF", "female", "bath", ""),
          "OAF_Pleasant_surprise/OAF_bath_pleasant_surprise.wav": ("surprised", "tess/OAF", "female", "bath", ""),
-         "YAF_neutral/YAF_Back_Neutral.WAV": ("neutral", "tess/YAF", "female", "back", "")},
+         "YAF_neutral/YAF_Back_Neutral.WAV": ("neutral", "tess/YAF", "female", "back", ""),
+         "OAF_neutral/OA_bite_neutral.wav": ("neutral", "tess/OAF", "female", "bite", "")},
         {"OAF_bored/OAF_back_bored.wav": "unknown emotion word 'bored'",
          "XAF_angry/XAF_back_angry.wav": "unknown TESS speaker 'XAF'",
+         "YAF_angry/OA_back_angry.wav": "unknown TESS speaker 'OA'",
          "OAF_angry/OAFbackangry.wav": "does not match TESS SPEAKER_WORD_EMOTION"}),
     "emodb": (
         {"wav/03a01Wa.wav": ("angry", "emodb/03", "male", "a01", ""),

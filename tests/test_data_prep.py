@@ -104,6 +104,23 @@ builder.prepare(builder.Settings(corpus="ravdess", features=FeatureConfig(n_mels
 """
 
 
+def test_trimming_cuts_quiet_edges_and_is_part_of_the_settings(prepared, source, tmp_path):
+    settings, _, untrimmed = prepared
+    trimmed_settings = builder.Settings(corpus="ravdess", features=FeatureConfig(n_mels=24, trim_db=30.0))
+    trimmed = builder.prepare(trimmed_settings, str(tmp_path), source, workers=2)
+    info = tfds.builder_from_directory(trimmed.dataset_dir).info
+    assert info.metadata["settings"]["features"]["trim_db"] == 30.0
+    before = {r["path"]: r["mel"].shape[0] for r in records(untrimmed.dataset_dir, "train")}
+    after = {r["path"]: r["mel"].shape[0] for r in records(trimmed.dataset_dir, "train")}
+    assert before.keys() == after.keys()
+    # Synthetic clips open with 80-200 ms and close with 100-250 ms of room noise (10 ms frames); in a
+    # clip whose room noise comes within 30 dB of its loudest frame nothing is quiet enough to cut.
+    cut = np.array([before[p] - after[p] for p in before])
+    assert np.all((cut >= 0) & (cut <= 50)) and np.median(cut) >= 10, cut
+    with pytest.raises(ValueError, match="other settings"):
+        builder.prepare(settings, str(tmp_path), source)  # Same folder, untrimmed: refused, not reused.
+
+
 def test_a_killed_run_leaves_nothing_readers_take_as_a_dataset(prepared, source, tmp_path):
     settings, _, complete = prepared
     data_dir = str(tmp_path / "data")

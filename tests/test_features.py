@@ -4,7 +4,8 @@ import librosa
 import numpy as np
 import pytest
 
-from ser_jax.features import FeatureConfig, hz_to_mel, log_mel, mel_filterbank, mel_to_hz
+from ser_jax.features import (FeatureConfig, clip_log_mel, hz_to_mel, log_mel, mel_center_frequencies, mel_filterbank,
+                              mel_to_hz, trim_silence)
 
 
 def _speechlike(seconds=1.3, sr=16000, seed=0):
@@ -80,3 +81,40 @@ def test_derived_sizes_and_unknown_keys():
     assert FeatureConfig.from_mapping({"n_mels": 40}).n_mels == 40
     with pytest.raises(ValueError, match="n_mel"):
         FeatureConfig.from_mapping({"n_mel": 40})
+
+
+def _tone(sr, seconds=0.5):
+    return 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(sr * seconds)) / sr)
+
+@pytest.mark.parametrize("top_db", [20, 40, 60])
+def test_trim_silence_equals_librosa_trim(top_db):
+    sr = 16000
+    rng = np.random.default_rng(0)
+    speech = _tone(sr, seconds=0.7) * np.hanning(int(0.7 * sr))
+    noise = lambda n: 1e-4 * rng.normal(size=n)  # noqa: E731 - room noise around the "speech".
+    y = np.concatenate([noise(9000), speech, noise(5000)]).astype(np.float32)
+    trimmed = trim_silence(y, FeatureConfig(trim_db=top_db))  # 25 ms windows, 10 ms hops at 16 kHz.
+    expected, _ = librosa.effects.trim(y, top_db=top_db, frame_length=400, hop_length=160)
+    np.testing.assert_array_equal(trimmed, expected)
+    assert 0.5 * sr < trimmed.size < y.size - 10000  # The noise went, the tone stayed.
+
+
+def test_trim_silence_keeps_loud_edges_and_a_whole_window_around_a_click():
+    y = _tone(16000)
+    assert trim_silence(y, FeatureConfig(trim_db=40)).size == y.size
+    click = np.zeros(8000)
+    click[5000] = 1.0
+    kept = trim_silence(click, FeatureConfig(trim_db=40))
+    assert kept.size == 400 and kept.max() == 1.0  # One analysis window, the click inside it.
+
+
+def test_clip_features_are_trimmed_only_when_configured():
+    y = np.concatenate([np.zeros(4000), _tone(16000), np.zeros(4000)]) + 1e-5
+    full = clip_log_mel(y, FeatureConfig(n_mels=24))
+    trimmed = clip_log_mel(y, FeatureConfig(n_mels=24, trim_db=40))
+    assert full.shape[0] == 1 + y.size // 160 and trimmed.shape[0] < full.shape[0] - 40
+
+
+def test_mel_center_frequencies_equal_librosa():
+    cfg = FeatureConfig(n_mels=40, fmin=50.0, fmax=7600.0)
+    np.testing.assert_allclose(mel_center_frequencies(cfg), librosa.mel_frequencies(42, fmin=50.0, fmax=7600.0)[1:-1])

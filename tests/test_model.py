@@ -79,3 +79,19 @@ def test_bad_model_configs_fail_clearly():
         _model(pooling="max")
     with pytest.raises(TypeError):
         _model(lstm_hiden=3)
+
+
+def test_per_utterance_normalisation_ignores_level_and_channel_and_padding():
+    model = _model(input_norm="utterance")
+    x = jax.random.normal(jax.random.key(4), (2, 30, 17))
+    lengths = jnp.array([30, 18])
+    ref = model(x, lengths)
+    # A louder recording through another microphone: every bin shifted and scaled by its own amount.
+    gain = jnp.linspace(0.5, 2.0, 17)
+    shift = jnp.linspace(-3.0, 4.0, 17)
+    np.testing.assert_allclose(model(x * gain + shift, lengths), ref, atol=1e-3)
+    np.testing.assert_allclose(model(jnp.pad(x, ((0, 0), (0, 9), (0, 0)), constant_values=7.0), lengths), ref,
+                               atol=1e-5)
+    assert not np.allclose(_model(input_norm="dataset")(x * gain + shift, lengths), _model()(x, lengths), atol=1e-3)
+    with pytest.raises(ValueError, match="input_norm"):
+        _model(input_norm="speaker")

@@ -16,6 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from configs.base import get_base_config
 from data_prep.corpora import synthetic
+from ser_jax.features import FeatureConfig, mel_center_frequencies
 from ser_jax import checkpoints, evaluate, train
 from ser_jax.mesh import make_mesh
 from ser_jax.trained_model import TrainedModel
@@ -73,7 +74,8 @@ def test_one_device_and_eight_devices_give_the_same_loss_and_gradients():
     lengths = rng.integers(20, 120, size=16).astype(np.int32)
     mel = rng.normal(size=(16, 120, 24)).astype(np.float32) * (np.arange(120)[None, :, None] < lengths[:, None, None])
     batch = {"mel": mel, "lengths": lengths, "label": rng.integers(0, 5, size=16).astype(np.int32)}
-    fn = functools.partial(train.loss_and_grads, graphdef=graphdef, config=config, num_classes=5)
+    fn = functools.partial(train.loss_and_grads, graphdef=graphdef, config=config, num_classes=5,
+                           mel_hz=mel_center_frequencies(FeatureConfig(n_mels=24)))
 
     def run(devices):
         mesh = make_mesh(devices)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from data_prep.corpora import base
@@ -24,6 +25,9 @@ def parse(path: str) -> base.Utterance | base.Problem:
         return base.Problem(path, "file name does not match TESS SPEAKER_WORD_EMOTION (e.g. OAF_back_angry)")
     speaker, word, emotion = match.groups()
     speaker = speaker.upper()
+    folder_speaker = os.path.basename(os.path.dirname(path)).upper().split("_")[0]
+    if speaker not in SPEAKERS and folder_speaker in SPEAKERS and folder_speaker.startswith(speaker):
+        speaker = folder_speaker  # The release's own slip `OAF_neutral/OA_bite_neutral`: the folder says who.
     if speaker not in SPEAKERS:
         return base.Problem(path, f"unknown TESS speaker {speaker!r} (expected one of {', '.join(SPEAKERS)})")
     if emotion not in EMOTION_WORDS:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ser_jax.models.layers import AttentionPooling, BiLSTM, length_mask, masked_mean
+from ser_jax.models.layers import AttentionPooling, BiLSTM, length_mask, masked_mean, normalize_per_utterance
 
 
 class ConvBlock(nnx.Module):
@@ -41,9 +41,11 @@ class ConvBlock(nnx.Module):
 class Model(nnx.Module):
     def __init__(self, *, num_classes: int, n_mels: int, channels: Sequence[int] = (32, 64),
                  lstm_hidden: int = 128, pooling: str = "attention", attention_dim: int = 64,
-                 dropout: float = 0.3, dtype: str = "float32", rngs: nnx.Rngs):
+                 dropout: float = 0.3, input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
         if pooling not in ("attention", "mean"):
             raise ValueError(f"model.pooling must be 'attention' or 'mean', got {pooling!r}")
+        if input_norm not in ("dataset", "utterance"):
+            raise ValueError(f"model.input_norm must be 'dataset' or 'utterance', got {input_norm!r}")
         if not channels and not lstm_hidden:
             raise ValueError("a model needs conv channels, an LSTM, or both")
         dtype = jnp.dtype(dtype)
@@ -59,10 +61,13 @@ class Model(nnx.Module):
         self.dropout = nnx.Dropout(dropout)
         self.head = nnx.Linear(features, num_classes, dtype=dtype, rngs=rngs)
         self.dtype = dtype
+        self.per_utterance = input_norm == "utterance"
 
     def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
         """(batch, frames, mels) normalised log-Mel and true lengths -> (batch, classes) float32 logits."""
+        if self.per_utterance:
+            x = normalize_per_utterance(x.astype(jnp.float32), length_mask(lengths, x.shape[1]))
         x = x.astype(self.dtype)
         if self.blocks:
             x = x[..., None]
