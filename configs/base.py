@@ -37,7 +37,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         name="cnn_bilstm", channels=(32, 64), lstm_hidden=128, pooling="attention", attention_dim=64,
         dropout=0.3, dtype="float32"))
     c.optim = ml_collections.ConfigDict(dict(
-        lr=1e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=1e-4, grad_clip=1.0))
+        lr=1e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=1e-4, grad_clip=1.0,
+        ema_decay=0.0,  # >0: validate, checkpoint for inference and deploy an average of the weights.
+    ))
     c.train = ml_collections.ConfigDict(dict(
         batch_size=32, eval_batch_size=64, num_epochs=30, label_smoothing=0.1, log_every_steps=10,
         checkpoint_every_steps=0, keep_best=3))

@@ -34,6 +34,7 @@ class TrainState:
     step: jax.Array
     params: nnx.State
     batch_stats: nnx.State
+    ema_params: nnx.State  # What evaluation and deployment use; the params themselves when EMA is off.
     opt_state: optax.OptState
     rng: jax.Array  # Raw key data (uint32), which Orbax stores like any array.
 
@@ -57,6 +58,7 @@ def create_train_state(config: ml_collections.ConfigDict, num_classes: int, n_me
     model = create_model(config.model, num_classes=num_classes, n_mels=n_mels, rngs=nnx.Rngs(params=init_key))
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                       ema_params=jax.tree.map(jnp.copy, params),
                        opt_state=tx.init(params), rng=jax.random.key_data(train_key))
     return graphdef, state
 
@@ -89,6 +91,18 @@ def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, co
     return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
 
 
+def update_ema(ema_params: nnx.State, params: nnx.State, step: jax.Array, decay: float) -> nnx.State:
+    """Exponential moving average of the weights, `params` itself when `decay` is 0.
+
+    The decay ramps up as (1 + step) / (10 + step) until it reaches `decay`, so the average forgets
+    the random initialisation within the first few hundred steps instead of dragging it along.
+    """
+    if not decay:
+        return params
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema_params, params)
+
+
 def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                config: ml_collections.ConfigDict, num_classes: int, mel_hz: np.ndarray) -> tuple[TrainState, dict]:
     """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
@@ -96,8 +110,10 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: op
                                                         num_classes=num_classes, mel_hz=mel_hz)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     next_rng = jax.random.split(jax.random.wrap_key_data(state.rng), 3)[0]
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              batch_stats=new_stats, opt_state=opt_state, rng=jax.random.key_data(next_rng))
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
+                              ema_params=update_ema(state.ema_params, params, state.step, config.optim.ema_decay),
+                              opt_state=opt_state, rng=jax.random.key_data(next_rng))
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
 
@@ -123,8 +139,8 @@ class Steps:
 
 
 def model_variables(state: TrainState) -> dict:
-    """The checkpoint's inference item: what evaluation and deployment restore."""
-    return {"params": state.params, "batch_stats": state.batch_stats}
+    """The checkpoint's inference item, with the averaged weights: what evaluation and deployment restore."""
+    return {"params": state.ema_params, "batch_stats": state.batch_stats}
 
 
 def _save(mngr, step: int, state: TrainState, train_iter, val_metrics: dict | None = None) -> None:

@@ -231,3 +231,28 @@ def test_fewer_than_three_folds_or_a_missing_test_fold_are_refused_before_prepar
         with pytest.raises(ValueError, match=message):
             train.train_and_evaluate(config, str(tmp_path / "workdir"))
         assert not data_dir.exists()  # Nothing generated or prepared.
+
+
+def test_weight_average_is_what_evaluation_and_deployment_get():
+    params = {"w": jax.numpy.zeros(3)}
+    ones = {"w": jax.numpy.ones(3)}
+    assert train.update_ema(params, ones, jax.numpy.asarray(0), 0.0) is ones  # Off: the weights themselves.
+    np.testing.assert_allclose(train.update_ema(params, ones, jax.numpy.asarray(0), 0.99)["w"], 0.9)  # Ramp 1/10.
+    np.testing.assert_allclose(train.update_ema(params, ones, jax.numpy.asarray(10**6), 0.99)["w"], 0.01, rtol=1e-4)
+
+    config = tiny_config("")
+    with config.unlocked():
+        config.optim.ema_decay = 0.9
+    tx = train.create_optimizer(config.optim, 10)
+    graphdef, state = train.create_train_state(config, num_classes=5, n_mels=24, tx=tx)
+    steps = train.Steps(make_mesh(), graphdef, tx, config, 5, mel_center_frequencies(FeatureConfig(n_mels=24)))
+    state = steps.place_state(state)
+    rng = np.random.default_rng(1)
+    batch = {"mel": rng.normal(size=(8, 60, 24)).astype(np.float32), "lengths": np.full(8, 60, np.int32),
+             "label": rng.integers(0, 5, 8).astype(np.int32)}
+    for _ in range(3):
+        state, _ = steps.train(state, steps.global_batch(batch))
+    variables = train.model_variables(state)
+    leaves = zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(state.params))
+    assert any(not np.allclose(e, p) for e, p in leaves)
+    jax.tree.map(np.testing.assert_array_equal, variables["params"], state.ema_params)
