@@ -8,12 +8,15 @@ def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
 
-    # Which prepared dataset to train on. With data_dir empty, <workdir>/data is used; the synthetic
-    # corpus (the default) is generated and prepared there on first use.
+    # Which prepared datasets to train on. With data_dir empty, <workdir>/data is used; the synthetic
+    # corpus (the default) is generated and prepared there on first use. Several corpora train
+    # together as "ravdess,tess", with source_dir / data_dir / corpus_weights one entry each, in order.
     c.data = ml_collections.ConfigDict(dict(
         data_dir="",
         corpus="synthetic",
         source_dir="",  # Set it to prepare a downloaded corpus before training.
+        train_only="",  # Corpora used whole for training, never for validation or test (e.g. "tess": 2 speakers).
+        corpus_weights="",  # Relative sampling weight of each corpus; empty: a plain union of the examples.
         folds=0,  # >= 3: train on speaker folds (the round testing on fold `test_fold`) instead of train/val/test.
         test_fold=0,
         split_seed=0,

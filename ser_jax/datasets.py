@@ -6,20 +6,18 @@ everything else reads datasets through the contract in `ser_jax.dataset_format`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 
 import jax
 import ml_collections
+import numpy as np
 from jax.experimental import multihost_utils
 
 from ser_jax import dataset_format as fmt
 from ser_jax.features import FeatureConfig
 from ser_jax.input_pipeline import Dataset, open_dataset
-
-
-def data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
-    return config.data.data_dir or os.path.join(workdir, "data")
 
 
 def cross_validation_splits(fold_names: Sequence[str], test_fold: int) -> dict[str, list[str]]:
@@ -33,36 +31,117 @@ def cross_validation_splits(fold_names: Sequence[str], test_fold: int) -> dict[s
     return {"train": [f for f in fold_names if f not in (test, val)], "validation": [val], "test": [test]}
 
 
-def _prepare(config: ml_collections.ConfigDict, root: str) -> None:
+@dataclasses.dataclass(frozen=True)
+class CorpusData:
+    """One corpus of a training run: its prepared dataset and the splits each role reads."""
+
+    corpus: str
+    dataset: Dataset
+    splits: dict[str, list[str]]  # "train", "validation", "test"; a train-only corpus has no others.
+
+    @property
+    def train_only(self) -> bool:
+        return not self.splits["validation"]
+
+
+def listed(value: str, count: int, key: str, *, default: str = "") -> list[str]:
+    """A comma-separated config value with one entry per corpus (or one entry shared by all)."""
+    items = [v.strip() for v in value.split(",")] if value else [default]
+    if len(items) == 1:
+        items *= count
+    if len(items) != count:
+        raise ValueError(f"config.{key}={value!r} has {len(items)} entries for {count} corpora "
+                         "(give one per corpus of data.corpus, in the same order, or one for all)")
+    return items
+
+
+def _settings(config: ml_collections.ConfigDict, corpus: str, train_only: bool):
     from data_prep import builder  # Only a run that prepares its corpus needs the writer.
 
     d = config.data
-    options = {k: v for k, v in d.synthetic.items() if v is not None} if d.corpus == "synthetic" else {}
-    settings = builder.Settings(corpus=d.corpus, split="speaker", folds=d.folds or None, seed=d.split_seed,
-                                features=FeatureConfig.from_mapping(config.features), reader_options=options)
-    builder.prepare(settings, root, d.source_dir or None)
+    options = {k: v for k, v in d.synthetic.items() if v is not None} if corpus == "synthetic" else {}
+    return builder.Settings(corpus=corpus, split="all" if train_only else "speaker",
+                            folds=None if train_only else d.folds or None, seed=d.split_seed,
+                            features=FeatureConfig.from_mapping(config.features), reader_options=options)
 
 
-def training_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple[Dataset, dict[str, list[str]]]:
-    """The dataset and {"train", "validation", "test"} split lists for this run.
+def _prepare(config: ml_collections.ConfigDict, corpus: str, train_only: bool, root: str, source_dir: str) -> None:
+    from data_prep import builder
 
-    With `data.source_dir` set (or the synthetic corpus, which needs none) the corpus is prepared
-    through data_prep first; that is a no-op when the dataset is already there. Impossible fold
-    settings are refused before anything is prepared.
+    try:
+        builder.prepare(_settings(config, corpus, train_only), root, source_dir or None)
+    except ValueError as e:
+        if "speakers" in str(e) and not train_only:
+            raise ValueError(f"{corpus}: {e}. To train on all of it without evaluating on it, add it to "
+                             f"config.data.train_only (e.g. --config.data.train_only={corpus})") from e
+        raise
+
+
+def training_data(config: ml_collections.ConfigDict, workdir: str) -> list[CorpusData]:
+    """The datasets and {"train", "validation", "test"} split lists of every corpus of this run.
+
+    `data.corpus` names one corpus or several ("ravdess,tess"), with `data.source_dir` and
+    `data.data_dir` one entry each in the same order (or one shared entry). Each corpus is split by
+    speakers (or speaker folds) on its own, so no speaker is in two roles; the corpora listed in
+    `data.train_only` (TESS has only two speakers) are used whole for training. Corpora with a
+    `source_dir` (and the synthetic corpus, which needs none) are prepared through data_prep first;
+    that is a no-op when the dataset is already there. Impossible fold settings are refused before
+    anything is prepared.
     """
     d = config.data
-    config_name = fmt.config_name("speaker", d.folds or None)
+    corpora = [c.strip() for c in d.corpus.split(",")]
+    sources = listed(d.source_dir, len(corpora), "data.source_dir")
+    roots = listed(d.data_dir, len(corpora), "data.data_dir", default=os.path.join(workdir, "data"))
+    train_only = set(filter(None, (c.strip() for c in d.train_only.split(","))))
+    if unknown := train_only - set(corpora):
+        raise ValueError(f"config.data.train_only names {sorted(unknown)}, which data.corpus={d.corpus!r} lacks")
+    if train_only >= set(corpora):
+        raise ValueError("every corpus is train-only: at least one must give validation speakers")
     if d.folds:
         cross_validation_splits([fmt.fold_name(i) for i in range(d.folds)], d.test_fold)
-    root = data_dir(config, workdir)
-    if d.source_dir or d.corpus == "synthetic":
-        if jax.process_index() == 0:  # One writer; the other processes wait for its dataset.
-            _prepare(config, root)
-        multihost_utils.sync_global_devices("ser_jax: training dataset prepared")
-    dataset = open_dataset(root, d.corpus, config_name)
-    if d.folds:
-        folds = sorted(dataset.splits, key=lambda s: int(s.removeprefix("fold")))
-        names = cross_validation_splits(folds, d.test_fold)
-    else:
-        names = {"train": [d.train_split], "validation": [d.validation_split], "test": [d.test_split]}
-    return dataset, names
+    if any(s or c == "synthetic" for c, s in zip(corpora, sources)):
+        if jax.process_index() == 0:  # One writer; the other processes wait for its datasets.
+            for corpus, source, root in zip(corpora, sources, roots):
+                if source or corpus == "synthetic":
+                    _prepare(config, corpus, corpus in train_only, root, source)
+        multihost_utils.sync_global_devices("ser_jax: training datasets prepared")
+    out = []
+    for corpus, root in zip(corpora, roots):
+        if corpus in train_only:
+            out.append(CorpusData(corpus, open_dataset(root, corpus, fmt.config_name("all", None)),
+                                  {"train": ["all"], "validation": [], "test": []}))
+            continue
+        dataset = open_dataset(root, corpus, fmt.config_name("speaker", d.folds or None))
+        if d.folds:
+            folds = sorted(dataset.splits, key=lambda s: int(s.removeprefix("fold")))
+            names = cross_validation_splits(folds, d.test_fold)
+        else:
+            names = {"train": [d.train_split], "validation": [d.validation_split], "test": [d.test_split]}
+        out.append(CorpusData(corpus, dataset, names))
+    features = {c.corpus: c.dataset.features for c in out}
+    if len(set(features.values())) > 1:
+        raise ValueError(f"the corpora were prepared with different features, which one model cannot take: {features}")
+    return out
+
+
+def class_names(corpora: Sequence[CorpusData]) -> tuple[str, ...]:
+    """The union of the emotions in every corpus' training splits, in canonical order."""
+    present = {e for c in corpora for e in c.dataset.class_names(c.splits["train"])}
+    return tuple(e for e in fmt.EMOTIONS if e in present)
+
+
+def normalization(corpora: Sequence[CorpusData]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin mean and std over every training frame of every corpus."""
+    stats = {f"{c.corpus}/{s}": c.dataset.metadata[fmt.STATS][s] for c in corpora
+             for s in c.dataset.resolve(c.splits["train"])}
+    return fmt.normalization_from_stats(stats, list(stats))
+
+
+def sampling_weights(config: ml_collections.ConfigDict, corpora: Sequence[CorpusData]) -> list[float] | None:
+    """`data.corpus_weights` as floats (None: every training example equally likely, a plain union)."""
+    if not config.data.corpus_weights:
+        return None
+    weights = [float(w) for w in listed(config.data.corpus_weights, len(corpora), "data.corpus_weights")]
+    if any(w <= 0 for w in weights):
+        raise ValueError(f"config.data.corpus_weights must be positive, got {config.data.corpus_weights!r}")
+    return weights

@@ -59,17 +59,20 @@ class Evaluator:
         return logits, loss_sum / max(len(data), 1)
 
 
-def eval_target(config: ml_collections.ConfigDict, model: TrainedModel) -> tuple[input_pipeline.Dataset, list[str]]:
-    """The dataset and splits `config.eval` names, defaulting to what the model was trained and tested on."""
+def eval_target(config: ml_collections.ConfigDict,
+                model: TrainedModel) -> list[tuple[input_pipeline.Dataset, list[str]]]:
+    """The datasets and splits `config.eval` names; by default the test splits of every corpus the
+    model was trained on (train-only corpora have none)."""
     e = config.eval
     if not (e.data_dir or e.corpus):
-        dataset = input_pipeline.Dataset(model.info.dataset, tfds.builder_from_directory(model.info.dataset))
-        return dataset, [e.split] if e.split else list(model.info.splits["test"])
+        return [(input_pipeline.Dataset(c["path"], tfds.builder_from_directory(c["path"])),
+                 [e.split] if e.split else list(c["splits"]["test"]))
+                for c in model.info.corpora if e.split or c["splits"].get("test")]
     if not (e.data_dir and e.corpus):
         raise ValueError("Set both config.eval.data_dir and config.eval.corpus (or neither, for the training "
                          f"dataset); got data_dir={e.data_dir!r}, corpus={e.corpus!r}")
     split = e.split or "test"
-    return input_pipeline.open_dataset(e.data_dir, e.corpus, split=split), [split]
+    return [(input_pipeline.open_dataset(e.data_dir, e.corpus, split=split), [split])]
 
 
 def _write_predictions(path: str, data: input_pipeline.EvalSet, probabilities: np.ndarray,
@@ -92,10 +95,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = make_mesh()
     model = TrainedModel.load(workdir, config.eval.checkpoint, sharding=replicated(mesh))
     class_names = model.info.class_names
-    dataset, split_names = eval_target(config, model)
-    data = input_pipeline.load_eval_set(dataset.source(split_names), mean=model.info.mean, std=model.info.std,
-                                        class_names=class_names)
-    where = f"{dataset.path} split {'+'.join(split_names)}"
+    targets = eval_target(config, model)
+    if not targets:
+        raise ValueError(f"{workdir} was trained on train-only corpora alone; name a dataset in config.eval")
+    data = input_pipeline.load_eval_set([d.source(s) for d, s in targets], mean=model.info.mean,
+                                        std=model.info.std, class_names=class_names)
+    where = "; ".join(f"{d.path} split {'+'.join(s)}" for d, s in targets)
     if not len(data):
         raise ValueError(f"Nothing to evaluate in {where}: none of its emotions {sorted(data.left_out)} is in "
                          f"the model's label set {list(class_names)}")
@@ -104,15 +109,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     predicted = logits.argmax(-1)
     report = {
         "workdir": os.path.abspath(workdir), "checkpoint": model.checkpoint, "step": model.step,
-        "dataset": dataset.path, "splits": split_names, "loss": loss,
+        "datasets": [{"path": d.path, "splits": s} for d, s in targets], "loss": loss,
         "left_out": data.left_out,  # Examples whose emotion is outside the model's label set.
         "metrics": metrics.classification_metrics(data.labels, predicted, class_names),
         **{f"by_{g}": metrics.grouped_metrics(data.labels, predicted, data.metadata[g], class_names) for g in GROUPS},
     }
+    corpora = sorted(set(data.metadata["corpus"].tolist()))
+    if len(corpora) > 1:  # Every metric (confusion matrices too) for each corpus on its own.
+        report["per_corpus"] = {c: metrics.classification_metrics(data.labels[data.metadata["corpus"] == c],
+                                                                  predicted[data.metadata["corpus"] == c], class_names)
+                                for c in corpora}
     if jax.process_index() == 0:
-        corpus = os.path.basename(os.path.dirname(os.path.dirname(dataset.path)))  # <data_dir>/<corpus>/<config>/<version>
-        out = config.eval.output_dir or os.path.join(
-            workdir, "eval", f"{corpus}_{'+'.join(split_names)}_step{model.step}")
+        name = "+".join(f"{os.path.basename(os.path.dirname(os.path.dirname(d.path)))}_{'+'.join(s)}"
+                        for d, s in targets)  # <data_dir>/<corpus>/<config>/<version>
+        out = config.eval.output_dir or os.path.join(workdir, "eval", f"{name}_step{model.step}")
         files = reports.write_eval_report(out, report)
         probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
         _write_predictions(os.path.join(out, "predictions.csv"), data, probabilities, class_names)

@@ -120,16 +120,24 @@ class _HostRows(grain.MapDataset):
         return self._parent[batch * self._global + self._index * self._local + row]
 
 
-def train_dataset(source, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str],
-                  max_frames: int, global_batch: int, seed: int, worker_threads: int = 2) -> grain.IterDataset:
+def train_dataset(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str],
+                  max_frames: int, global_batch: int, seed: int, weights: Sequence[float] | None = None,
+                  worker_threads: int = 2) -> grain.IterDataset:
     """Infinite, per-epoch reshuffled batches of (global_batch / processes, max_frames, mels).
 
-    Each process reads only its own rows (records are fetched lazily by index).
+    Several sources (corpora) are one shuffled union, or, with `weights`, each corpus is drawn with
+    its relative weight from its own reshuffled stream. Each process reads only its own rows
+    (records are fetched lazily by index).
     """
     count, index = jax.process_count(), jax.process_index()
     if global_batch % count:
         raise ValueError(f"batch size {global_batch} is not divisible by the {count} processes")
-    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+    if weights is None:
+        parts = [grain.MapDataset.source(s) for s in sources]
+        ds = (parts[0] if len(parts) == 1 else grain.MapDataset.concatenate(parts)).seed(seed).shuffle().repeat()
+    else:
+        ds = grain.MapDataset.mix([grain.MapDataset.source(s).seed(seed + i).shuffle().repeat()
+                                   for i, s in enumerate(sources)], list(weights))
     ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, fmt.label_lookup(class_names)))
     ds = _HostRows(ds, global_batch, count, index).batch(global_batch // count, drop_remainder=True)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=4))
@@ -148,11 +156,11 @@ class EvalSet:
         return len(self.mels)
 
 
-def load_eval_set(source, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str]) -> EvalSet:
+def load_eval_set(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str]) -> EvalSet:
+    """Every example of `sources` (data sources of one or more corpora) whose emotion the model knows."""
     lookup = fmt.label_lookup(class_names)
     mels, labels, meta, left_out = [], [], {k: [] for k in ("speaker", "gender", "corpus", "path")}, {}
-    for i in range(len(source)):
-        ex = source[i]
+    for ex in (source[i] for source in sources for i in range(len(source))):
         label = int(lookup[ex["label"]])
         if label < 0:
             name = fmt.EMOTIONS[ex["label"]]

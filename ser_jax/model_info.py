@@ -24,8 +24,8 @@ class ModelInfo:
     features: FeatureConfig
     mean: np.ndarray
     std: np.ndarray
-    dataset: str = ""
-    splits: dict = dataclasses.field(default_factory=dict)
+    # What it was trained on: {"corpus", "path" (the prepared dataset), "splits" (per role)} per corpus.
+    corpora: list[dict] = dataclasses.field(default_factory=list)
 
     def save(self, workdir: str) -> str:
         path = os.path.join(workdir, FILE)
@@ -39,6 +39,9 @@ class ModelInfo:
     @classmethod
     def load(cls, workdir: str) -> "ModelInfo":
         data = read_workdir_json(workdir, FILE)
+        if "dataset" in data:  # Written before multi-corpus training: one dataset.
+            data["corpora"] = [{"corpus": os.path.basename(os.path.dirname(os.path.dirname(data["dataset"]))),
+                                "path": data["dataset"], "splits": data.get("splits", {})}]
         known = {f.name for f in dataclasses.fields(cls)}  # Older files also hold the model config.
         data = {k: v for k, v in data.items() if k in known}
         data.update(class_names=tuple(data["class_names"]), features=FeatureConfig.from_mapping(data["features"]),

@@ -19,6 +19,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 
@@ -149,11 +150,18 @@ def _save(mngr, step: int, state: TrainState, train_iter, val_metrics: dict | No
 
 
 def _validate(steps, state, data, config, class_names) -> dict:
+    """Validation loss, accuracy and UA, also per corpus; `val/ua` (what picks checkpoints) is the
+    mean of the corpora's UAs, so a small corpus counts as much as a large one."""
     logits, loss = steps.evaluator.logits_and_loss(model_variables(state), data,
                                                    batch_size=config.train.eval_batch_size,
                                                    bucket_frames=config.data.eval_bucket_frames)
     m = metrics.classification_metrics(data.labels, logits.argmax(-1), class_names)
-    return {"val/loss": loss, "val/accuracy": m["accuracy"], "val/ua": m["ua"]}
+    out = {"val/loss": loss, "val/accuracy": m["accuracy"]}
+    by_corpus = metrics.grouped_metrics(data.labels, logits.argmax(-1), data.metadata["corpus"], class_names)
+    if len(by_corpus) > 1:
+        out.update({f"val/{corpus}/{k}": g[k] for corpus, g in by_corpus.items() for k in ("accuracy", "ua")})
+    out["val/ua"] = float(np.mean([g["ua"] for g in by_corpus.values()]))
+    return out
 
 
 def _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_names, schedule, *,
@@ -191,21 +199,22 @@ def _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (resuming from the workdir's latest checkpoint if any); returns the last validation metrics."""
     os.makedirs(workdir, exist_ok=True)
-    dataset, split_names = datasets.training_dataset(config, workdir)
-    class_names = dataset.class_names(split_names["train"])
-    mean, std = dataset.normalization(split_names["train"])
-    features = dataset.features
+    corpora = datasets.training_data(config, workdir)
+    class_names = datasets.class_names(corpora)
+    mean, std = datasets.normalization(corpora)
+    features = corpora[0].dataset.features
     info = model_info.ModelInfo(class_names=class_names, features=features, mean=mean, std=std,
-                                dataset=dataset.path, splits=split_names)
+                                corpora=[{"corpus": c.corpus, "path": c.dataset.path, "splits": c.splits}
+                                         for c in corpora])
     if jax.process_index() == 0:
         info.save(workdir)
         config_files.save_to_workdir(config, workdir)
 
-    train_source = dataset.source(split_names["train"])
+    train_sources = [c.dataset.source(c.splits["train"]) for c in corpora]
     global_batch = config.train.batch_size
     if global_batch % jax.device_count():
         raise ValueError(f"train.batch_size={global_batch} is not divisible by the {jax.device_count()} devices")
-    steps_per_epoch = max(len(train_source) // global_batch, 1)
+    steps_per_epoch = max(sum(map(len, train_sources)) // global_batch, 1)
     total_steps = config.train.num_epochs * steps_per_epoch
     tx = create_optimizer(config.optim, total_steps)
     schedule = lr_schedule(config.optim, total_steps)
@@ -214,10 +223,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = steps.place_state(state)
 
     train_iter = iter(input_pipeline.train_dataset(
-        train_source, mean=mean, std=std, class_names=class_names, max_frames=config.data.max_frames,
-        global_batch=global_batch, seed=config.seed, worker_threads=config.data.worker_threads))
-    val_data = input_pipeline.load_eval_set(dataset.source(split_names["validation"]), mean=mean, std=std,
-                                            class_names=class_names)
+        train_sources, mean=mean, std=std, class_names=class_names, max_frames=config.data.max_frames,
+        global_batch=global_batch, seed=config.seed, weights=datasets.sampling_weights(config, corpora),
+        worker_threads=config.data.worker_threads))
+    val_data = input_pipeline.load_eval_set(
+        [c.dataset.source(c.splits["validation"]) for c in corpora if not c.train_only], mean=mean, std=std,
+        class_names=class_names)
     mngr = checkpoints.manager(workdir, keep_best=config.train.keep_best,
                                extra_handlers={checkpoints.DATA: grain.checkpoint.CheckpointHandler()})
     if mngr.latest_step() is not None:

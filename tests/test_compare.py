@@ -32,7 +32,7 @@ def test_three_fold_comparison_writes_per_fold_rows_and_the_mean(tmp_path):
     tested = []
     for r in rows:
         with open(os.path.join(r["workdir"], "model_info.json")) as f:
-            tested.append(json.load(f)["splits"]["test"])
+            tested.append(json.load(f)["corpora"][0]["splits"]["test"])
     assert tested == [["fold0"], ["fold1"], ["fold2"]]
     table = (tmp_path / "comparison.md").read_text()
     assert f"{100 * ua.mean():.1f} ± {100 * ua.std(ddof=1):.1f}" in table

@@ -193,7 +193,8 @@ def test_the_default_synthetic_dataset_is_the_one_training_asks_for(tmp_path):
     stamp = os.path.getmtime(info_file)
     config = get_base_config()
     config.data.data_dir = str(out)
-    dataset, names = datasets.training_dataset(config, str(tmp_path / "workdir"))  # Reused, not refused.
+    [corpus] = datasets.training_data(config, str(tmp_path / "workdir"))  # Reused, not refused.
+    dataset, names = corpus.dataset, corpus.splits
     assert os.path.getmtime(info_file) == stamp
     assert names == {"train": ["train"], "validation": ["validation"], "test": ["test"]}
     assert sum(dataset.metadata[dataset_format.COUNTS]["train"].values()) == 8 * 8 * 5  # The demo's 320 clips.

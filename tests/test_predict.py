@@ -60,8 +60,9 @@ def predictor(trained):
 def held_out(trained, predictor):
     """The test and validation speakers' examples as the evaluation path reads them."""
     info = predictor.info
-    dataset = input_pipeline.Dataset(info.dataset, tfds.builder_from_directory(info.dataset))
-    return input_pipeline.load_eval_set(dataset.source(["test", "validation"]), mean=info.mean, std=info.std,
+    path = info.corpora[0]["path"]
+    dataset = input_pipeline.Dataset(path, tfds.builder_from_directory(path))
+    return input_pipeline.load_eval_set([dataset.source(["test", "validation"])], mean=info.mean, std=info.std,
                                         class_names=info.class_names)
 
 

@@ -1,0 +1,102 @@
+"""Training on several corpora at once: union of training splits and label sets, weights, per-corpus metrics."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs.base import get_base_config
+from data_prep.corpora import synthetic
+from ser_jax import datasets, evaluate, input_pipeline, train
+from ser_jax.model_info import ModelInfo
+
+EMOTIONS = ["neutral", "calm", "angry", "sad"]  # TESS has no calm: the union has it from RAVDESS only.
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> dict[str, str]:
+    out = {}
+    for layout, speakers in (("ravdess", 6), ("crema_d", 6), ("tess", 2)):
+        folder = str(tmp_path_factory.mktemp(layout))
+        synthetic.write_corpus(folder, layout, n_speakers=speakers, utterances_per_emotion=1, emotions=EMOTIONS)
+        out[layout] = folder
+    return out
+
+
+def _config(corpus: str, source_dir: str, data_dir: str, **data):
+    c = get_base_config()
+    c.data.update(corpus=corpus, source_dir=source_dir, data_dir=data_dir, max_frames=100, eval_bucket_frames=100,
+                  **data)
+    c.features.n_mels = 16
+    c.model.update(channels=(4,), lstm_hidden=6, attention_dim=4)
+    c.optim.warmup_steps = 1
+    c.train.update(batch_size=8, eval_batch_size=16, num_epochs=1, log_every_steps=1, keep_best=1)
+    return c
+
+
+def test_ravdess_and_tess_train_on_the_union_and_tess_only_trains(corpora, tmp_path):
+    config = _config("ravdess,tess", f"{corpora['ravdess']},{corpora['tess']}", str(tmp_path / "data"),
+                     train_only="tess")
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir)
+    info = ModelInfo.load(workdir)
+    assert info.class_names == ("neutral", "calm", "sad", "angry")  # Canonical order.
+    assert [c["corpus"] for c in info.corpora] == ["ravdess", "tess"]
+    assert info.corpora[1]["splits"] == {"train": ["all"], "validation": [], "test": []}
+    # One epoch covers both training sets: RAVDESS' 4 training speakers x 4 emotions + TESS' 2 x 3.
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f if "train/loss" in line]
+    assert max(steps) == (4 * 4 + 2 * 3) // 8
+    report = evaluate.evaluate(config, workdir)
+    assert [d["splits"] for d in report["datasets"]] == [["test"]]  # TESS gives no test speakers.
+    assert set(report["by_corpus"]) == {"ravdess"}
+
+
+def test_two_evaluated_corpora_get_metrics_each(corpora, tmp_path):
+    config = _config("ravdess,crema_d", f"{corpora['ravdess']},{corpora['crema_d']}", str(tmp_path / "data"),
+                     corpus_weights="1,3")
+    workdir = str(tmp_path / "run")
+    last = train.train_and_evaluate(config, workdir)
+    assert {"val/ravdess/ua", "val/crema_d/ua", "val/ravdess/accuracy", "val/crema_d/accuracy"} <= set(last)
+    assert last["val/ua"] == pytest.approx((last["val/ravdess/ua"] + last["val/crema_d/ua"]) / 2)
+    report = evaluate.evaluate(config, workdir)
+    assert set(report["per_corpus"]) == {"ravdess", "crema_d"}
+    for corpus, m in report["per_corpus"].items():
+        assert m["num_examples"] == report["by_corpus"][corpus]["num_examples"] > 0
+        assert np.asarray(m["confusion"]).sum() == m["num_examples"]
+
+
+def test_weights_set_how_often_each_corpus_is_drawn():
+    def source(label: int, n: int):
+        return [{"mel": np.zeros((5, 2), np.float32), "label": label} for _ in range(n)]
+
+    kw = dict(mean=np.zeros(2, np.float32), std=np.ones(2, np.float32), class_names=("neutral", "calm"),
+              max_frames=5, global_batch=16, seed=0, worker_threads=0)
+    small, large = source(0, 10), source(1, 90)  # Canonical ids: 0 neutral, 1 calm.
+
+    def share_of_small(weights):
+        it = iter(input_pipeline.train_dataset([small, large], weights=weights, **kw))
+        counts = collections.Counter(int(x) for _ in range(40) for x in next(it)["label"])
+        return counts[0] / sum(counts.values())
+
+    assert share_of_small(None) == pytest.approx(0.1, abs=0.04)  # A plain union: as the sizes go.
+    assert share_of_small([1.0, 1.0]) == pytest.approx(0.5, abs=0.04)
+    assert share_of_small([3.0, 1.0]) == pytest.approx(0.75, abs=0.04)
+
+
+def test_bad_multi_corpus_settings_are_refused_with_what_to_do(corpora, tmp_path):
+    both = f"{corpora['ravdess']},{corpora['tess']}"
+    with pytest.raises(ValueError, match="data.train_only"):
+        datasets.training_data(_config("ravdess,tess", both, str(tmp_path / "a")), str(tmp_path))
+    with pytest.raises(ValueError, match="3 entries for 2 corpora"):
+        datasets.training_data(_config("ravdess,tess", both + ",x", str(tmp_path / "b")), str(tmp_path))
+    with pytest.raises(ValueError, match="lacks"):
+        datasets.training_data(_config("ravdess", corpora["ravdess"], str(tmp_path / "c"), train_only="tess"),
+                               str(tmp_path))
+    config = _config("ravdess,tess", both, str(tmp_path / "d"), train_only="tess", corpus_weights="1,0")
+    with pytest.raises(ValueError, match="positive"):
+        datasets.sampling_weights(config, datasets.training_data(config, str(tmp_path)))
