@@ -23,7 +23,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         train_split="train",
         validation_split="validation",
         test_split="test",
-        max_frames=300,  # Training crops (and pads) to 3 s: one compiled shape.
+        max_frames=250,  # Training crops (and pads) to 2.5 s (trimmed RAVDESS: median 1.9 s): one compiled shape.
         eval_bucket_frames=100,  # Evaluation pads to a multiple of this: few compiles, little waste.
         worker_threads=2,
         # The synthetic corpus' size and seed; unset, the generator's defaults (as `python -m data_prep`).
@@ -33,23 +33,23 @@ def get_base_config() -> ml_collections.ConfigDict:
     # The log-Mel frontend used when this config prepares a corpus (data_prep's defaults). Typed
     # placeholders, so `--config.features.fmax=7600` can set what defaults to None.
     c.features = ml_collections.ConfigDict(dict(
-        sample_rate=16000, n_mels=80, window_ms=25.0, hop_ms=10.0, n_fft=placeholder(int), fmin=0.0,
+        sample_rate=16000, n_mels=40, window_ms=25.0, hop_ms=10.0, n_fft=placeholder(int), fmin=0.0,
         fmax=placeholder(float), amin=1e-10,
-        trim_db=placeholder(float)))  # e.g. 40: cut leading/trailing audio 40 dB below the loudest frame.
+        trim_db=40.0))  # Cut leading/trailing audio 40 dB below the loudest frame (None: keep it all).
     c.model = ml_collections.ConfigDict(dict(
-        name="cnn_bilstm", channels=(32, 64), lstm_hidden=128, pooling="attention", attention_dim=64,
-        dropout=0.3, dtype="float32"))
+        name="cnn_bilstm", channels=(32, 64), lstm_hidden=64, pooling="attention", attention_dim=32,
+        dropout=0.1, input_norm="utterance", dtype="float32"))
     c.optim = ml_collections.ConfigDict(dict(
-        lr=1e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=1e-4, grad_clip=1.0,
-        ema_decay=0.0,  # >0: validate, checkpoint for inference and deploy an average of the weights.
+        lr=3e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=1e-4, grad_clip=1.0,
+        ema_decay=0.99,  # >0: validate, checkpoint for inference and deploy an average of the weights.
     ))
     c.train = ml_collections.ConfigDict(dict(
-        batch_size=32, eval_batch_size=64, num_epochs=30, label_smoothing=0.1, log_every_steps=10,
+        batch_size=32, eval_batch_size=64, num_epochs=60, label_smoothing=0.1, log_every_steps=10,
         checkpoint_every_steps=0, keep_best=3))
     c.augment = ml_collections.ConfigDict(dict(
         speed=0.0,  # >0: play each example up to this much faster or slower (tempo and pitch together).
         vtlp=0.0,  # >0: scale each example's frequencies by up to this much (vocal-tract length).
-        spec_augment=True, freq_masks=2, freq_mask_width=10, time_masks=2, time_mask_width=25,
+        spec_augment=True, freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=20,
         mixup=False, mixup_alpha=0.4))
     # Evaluation (--mode=eval): empty fields default to the training dataset's test split.
     c.eval = ml_collections.ConfigDict(dict(data_dir="", corpus="", split="", checkpoint="best", output_dir=""))

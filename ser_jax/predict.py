@@ -1,6 +1,7 @@
 """`python -m ser_jax.predict`: emotion predictions for files, folders, stdin or a live stream.
 
     python -m ser_jax.predict --workdir DIR [--checkpoint best] PATHS... [--output out.jsonl|out.csv]
+    python -m ser_jax.predict --model NAME PATHS...   # a model packaged with ser_jax
     python -m ser_jax.predict --workdir DIR --stream [--window 3.0 --hop 0.5 --smoothing N] [--realtime] FILE
     arecord -f S16_LE -r 16000 -c 1 | python -m ser_jax.predict --workdir DIR --stream -
     python -m ser_jax.predict --workdir DIR --stream --mic
@@ -191,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("paths", nargs="*", help="audio files, folders (searched for .wav/.flac), glob patterns; "
                                             "'-' reads raw PCM from stdin")
-    p.add_argument("--workdir", required=True, help="training workdir (model_info.json, config.json, checkpoints/)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="training workdir (model_info.json, config.json, checkpoints/)")
+    source.add_argument("--model", help="a model packaged with ser_jax (`python -m ser_jax.pretrained` lists them)")
     p.add_argument("--checkpoint", default="best", help="'best', 'latest' or a step number")
     p.add_argument("--output", default=None, help="write results here (.jsonl or .csv); default: a table on stdout")
     p.add_argument("--format", choices=["table", "jsonl", "csv"], default=None,
@@ -228,7 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from absl import logging
 
     logging.set_verbosity(logging.ERROR)  # Orbax logs every restore (and read-only warnings).
-    predictor = Predictor.from_workdir(args.workdir, args.checkpoint, batch_size=args.batch_size)
+    if args.model:
+        predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size)
+    else:
+        predictor = Predictor.from_workdir(args.workdir, args.checkpoint, batch_size=args.batch_size)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", newline="")
     try:
         return (_stream if args.stream else _predict_files)(predictor, args, out)

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ser_jax import audio, batching
+from ser_jax import audio, batching, pretrained
 from ser_jax.classify import classify_mel, window_classifier
 from ser_jax.features import FeatureConfig, clip_log_mel, normalize
 from ser_jax.model_info import ModelInfo
@@ -58,7 +58,16 @@ class Predictor:
         """Restores `checkpoint` ("best", "latest" or a step) of a training workdir."""
         device = kwargs.pop("device", None) or jax.local_devices()[0]
         trained = TrainedModel.load(workdir, checkpoint, sharding=jax.sharding.SingleDeviceSharding(device))
-        predictor = cls(trained.info, trained.graphdef, trained.params, trained.batch_stats, device=device, **kwargs)
+        return cls.from_trained(trained, device=device, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name: str, **kwargs) -> "Predictor":
+        """A model packaged with ser_jax (`python -m ser_jax.pretrained` lists them), or such a folder."""
+        return cls.from_trained(pretrained.load(name), **kwargs)
+
+    @classmethod
+    def from_trained(cls, trained: TrainedModel, **kwargs) -> "Predictor":
+        predictor = cls(trained.info, trained.graphdef, trained.params, trained.batch_stats, **kwargs)
         predictor.step = trained.step
         return predictor
 
