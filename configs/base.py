@@ -52,5 +52,8 @@ def get_base_config() -> ml_collections.ConfigDict:
         spec_augment=True, freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=20,
         mixup=False, mixup_alpha=0.4))
     # Evaluation (--mode=eval): empty fields default to the training dataset's test split.
-    c.eval = ml_collections.ConfigDict(dict(data_dir="", corpus="", split="", checkpoint="best", output_dir=""))
+    # classes="neutral,happy,...": score only these (the classes two corpora share): the model chooses
+    # among them alone and examples of other emotions are left out.
+    c.eval = ml_collections.ConfigDict(dict(data_dir="", corpus="", split="", checkpoint="best", output_dir="",
+                                            classes=""))
     return c

@@ -75,7 +75,7 @@ def eval_target(config: ml_collections.ConfigDict,
     return [(input_pipeline.open_dataset(e.data_dir, e.corpus, split=split), [split])]
 
 
-def _write_predictions(path: str, data: input_pipeline.EvalSet, probabilities: np.ndarray,
+def _write_predictions(path: str, data: input_pipeline.EvalSet, probabilities: np.ndarray, predicted: np.ndarray,
                        class_names: tuple[str, ...]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -83,7 +83,7 @@ def _write_predictions(path: str, data: input_pipeline.EvalSet, probabilities: n
         for i in range(len(data)):
             w.writerow([data.metadata["path"][i], data.metadata["speaker"][i], data.metadata["gender"][i],
                         data.metadata["corpus"][i], class_names[data.labels[i]],
-                        class_names[int(probabilities[i].argmax())], *(f"{p:.6f}" for p in probabilities[i])])
+                        class_names[predicted[i]], *(f"{p:.6f}" for p in probabilities[i])])
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -98,15 +98,24 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     targets = eval_target(config, model)
     if not targets:
         raise ValueError(f"{workdir} was trained on train-only corpora alone; name a dataset in config.eval")
+    for d, _ in targets:
+        if d.features != model.info.features:
+            raise ValueError(f"{d.path} was prepared with other features than {workdir} was trained on:\n"
+                             f"  dataset {d.features}\n  model   {model.info.features}\n"
+                             "prepare it again with the model's (python -m data_prep ... with those flags)")
+    scored = [c.strip() for c in config.eval.classes.split(",")] if config.eval.classes else list(class_names)
+    if unknown := sorted(set(scored) - set(class_names)):
+        raise ValueError(f"config.eval.classes names {unknown}, which the model was not trained on: {list(class_names)}")
     data = input_pipeline.load_eval_set([d.source(s) for d, s in targets], mean=model.info.mean,
-                                        std=model.info.std, class_names=class_names)
+                                        std=model.info.std, class_names=class_names, keep=scored)
     where = "; ".join(f"{d.path} split {'+'.join(s)}" for d, s in targets)
     if not len(data):
         raise ValueError(f"Nothing to evaluate in {where}: none of its emotions {sorted(data.left_out)} is in "
                          f"the model's label set {list(class_names)}")
     logits, loss = Evaluator(mesh, model.graphdef).logits_and_loss(
         model.variables, data, batch_size=config.train.eval_batch_size, bucket_frames=config.data.eval_bucket_frames)
-    predicted = logits.argmax(-1)
+    # The model chooses among the scored classes only.
+    predicted = np.where(np.isin(class_names, scored), logits, -np.inf).argmax(-1)
     report = {
         "workdir": os.path.abspath(workdir), "checkpoint": model.checkpoint, "step": model.step,
         "datasets": [{"path": d.path, "splits": s} for d, s in targets], "loss": loss,
@@ -125,7 +134,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         out = config.eval.output_dir or os.path.join(workdir, "eval", f"{name}_step{model.step}")
         files = reports.write_eval_report(out, report)
         probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
-        _write_predictions(os.path.join(out, "predictions.csv"), data, probabilities, class_names)
+        _write_predictions(os.path.join(out, "predictions.csv"), data, probabilities, predicted, class_names)
         curves = os.path.join(workdir, METRICS_FILE)
         if os.path.exists(curves):
             reports.plot_training_curves(curves, os.path.join(out, "training_curves.png"))

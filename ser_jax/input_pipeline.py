@@ -156,9 +156,13 @@ class EvalSet:
         return len(self.mels)
 
 
-def load_eval_set(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str]) -> EvalSet:
-    """Every example of `sources` (data sources of one or more corpora) whose emotion the model knows."""
+def load_eval_set(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str],
+                  keep: Sequence[str] | None = None) -> EvalSet:
+    """Every example of `sources` (data sources of one or more corpora) whose emotion the model knows
+    (and is among `keep`, when given); labels are ids into `class_names`."""
     lookup = fmt.label_lookup(class_names)
+    if keep is not None:
+        lookup[[fmt.EMOTIONS.index(c) for c in class_names if c not in keep]] = -1
     mels, labels, meta, left_out = [], [], {k: [] for k in ("speaker", "gender", "corpus", "path")}, {}
     for ex in (source[i] for source in sources for i in range(len(source))):
         label = int(lookup[ex["label"]])

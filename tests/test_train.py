@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import os
@@ -172,7 +173,7 @@ def test_evaluation_reports_metrics_and_leaves_out_unknown_labels(tmp_path, data
     synthetic.write_corpus(str(source), "emodb", n_speakers=2, utterances_per_emotion=1)
     prepared = tmp_path / "prepared"
     subprocess.run([sys.executable, "-m", "data_prep", "--corpus=emodb", f"--source_dir={source}",
-                    f"--data_dir={prepared}", "--split=all", "--n_mels=24"], cwd=REPO, check=True,
+                    f"--data_dir={prepared}", "--split=all", "--n_mels=24", "--trim_db=40"], cwd=REPO, check=True,
                    capture_output=True)
     with config.unlocked():
         config.eval.update(data_dir=str(prepared), corpus="emodb", split="all", output_dir=str(tmp_path / "out"))
@@ -180,6 +181,24 @@ def test_evaluation_reports_metrics_and_leaves_out_unknown_labels(tmp_path, data
     assert report["left_out"] == {"boredom": 2}
     assert report["metrics"]["num_examples"] == 12
     assert set(report["by_corpus"]) == {"emodb"}
+
+    # Scoring only the classes two corpora share: the model chooses among them, the rest is left out.
+    with config.unlocked():
+        config.eval.classes = "angry,sad"
+    report = evaluate.evaluate(config, workdir)
+    assert report["left_out"] == {"boredom": 2, "neutral": 2, "happy": 2, "fearful": 2, "disgust": 2}
+    assert report["metrics"]["num_examples"] == 4
+    predicted = {r["predicted"] for r in csv.DictReader(open(os.path.join(config.eval.output_dir, "predictions.csv")))}
+    assert predicted <= {"angry", "sad"}
+
+    # A dataset prepared with other features than the model's is refused, not silently misread.
+    subprocess.run([sys.executable, "-m", "data_prep", "--corpus=emodb", f"--source_dir={source}",
+                    f"--data_dir={tmp_path / 'untrimmed'}", "--split=all", "--n_mels=24"], cwd=REPO, check=True,
+                   capture_output=True)
+    with config.unlocked():
+        config.eval.update(data_dir=str(tmp_path / "untrimmed"), classes="")
+    with pytest.raises(ValueError, match="other features"):
+        evaluate.evaluate(config, workdir)
 
 
 def test_mistyped_config_key_fails_with_its_name(tmp_path):
