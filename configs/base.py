@@ -44,7 +44,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         ema_decay=0.99,  # >0: validate, checkpoint for inference and deploy an average of the weights.
     ))
     c.train = ml_collections.ConfigDict(dict(
-        batch_size=32, eval_batch_size=64, num_epochs=60, label_smoothing=0.1, log_every_steps=10,
+        batch_size=32, eval_batch_size=64, num_epochs=40, label_smoothing=0.1, log_every_steps=10,
         checkpoint_every_steps=0, keep_best=3))
     c.augment = ml_collections.ConfigDict(dict(
         speed=0.0,  # >0: play each example up to this much faster or slower (tempo and pitch together).

@@ -83,7 +83,8 @@ def training_data(config: ml_collections.ConfigDict, workdir: str) -> list[Corpu
     `data.corpus` names one corpus or several ("ravdess,tess"), with `data.source_dir` and
     `data.data_dir` one entry each in the same order (or one shared entry). Each corpus is split by
     speakers (or speaker folds) on its own, so no speaker is in two roles; the corpora listed in
-    `data.train_only` (TESS has only two speakers) are used whole for training. Corpora with a
+    `data.train_only` (TESS has only two speakers) are used whole for training. With every corpus
+    train-only there is no validation: a final model trained for a fixed schedule. Corpora with a
     `source_dir` (and the synthetic corpus, which needs none) are prepared through data_prep first;
     that is a no-op when the dataset is already there. Impossible fold settings are refused before
     anything is prepared.
@@ -95,8 +96,6 @@ def training_data(config: ml_collections.ConfigDict, workdir: str) -> list[Corpu
     train_only = set(filter(None, (c.strip() for c in d.train_only.split(","))))
     if unknown := train_only - set(corpora):
         raise ValueError(f"config.data.train_only names {sorted(unknown)}, which data.corpus={d.corpus!r} lacks")
-    if train_only >= set(corpora):
-        raise ValueError("every corpus is train-only: at least one must give validation speakers")
     if d.folds:
         cross_validation_splits([fmt.fold_name(i) for i in range(d.folds)], d.test_fold)
     if any(s or c == "synthetic" for c, s in zip(corpora, sources)):

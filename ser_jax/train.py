@@ -151,7 +151,10 @@ def _save(mngr, step: int, state: TrainState, train_iter, val_metrics: dict | No
 
 def _validate(steps, state, data, config, class_names) -> dict:
     """Validation loss, accuracy and UA, also per corpus; `val/ua` (what picks checkpoints) is the
-    mean of the corpora's UAs, so a small corpus counts as much as a large one."""
+    mean of the corpora's UAs, so a small corpus counts as much as a large one. Nothing without
+    validation speakers (every corpus train-only: a final model trained for a fixed schedule)."""
+    if data is None:
+        return {}
     logits, loss = steps.evaluator.logits_and_loss(model_variables(state), data,
                                                    batch_size=config.train.eval_batch_size,
                                                    bucket_frames=config.data.eval_bucket_frames)
@@ -185,9 +188,8 @@ def _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_
             t0, n0 = time.perf_counter(), step
         if step % steps_per_epoch == 0 or step == total_steps:
             last = _validate(steps, state, val_data, config, class_names)
-            last["epoch"] = -(-step // steps_per_epoch)
-            writer.write(step, last)
-            _save(mngr, step, state, train_iter, {checkpoints.BEST_METRIC: last["val/ua"]})
+            writer.write(step, {**last, "epoch": -(-step // steps_per_epoch)})
+            _save(mngr, step, state, train_iter, {checkpoints.BEST_METRIC: last["val/ua"]} if last else None)
         elif config.train.checkpoint_every_steps and step % config.train.checkpoint_every_steps == 0:
             _save(mngr, step, state, train_iter)
     progress.close()
@@ -226,9 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         train_sources, mean=mean, std=std, class_names=class_names, max_frames=config.data.max_frames,
         global_batch=global_batch, seed=config.seed, weights=datasets.sampling_weights(config, corpora),
         worker_threads=config.data.worker_threads))
-    val_data = input_pipeline.load_eval_set(
-        [c.dataset.source(c.splits["validation"]) for c in corpora if not c.train_only], mean=mean, std=std,
-        class_names=class_names)
+    validation = [c.dataset.source(c.splits["validation"]) for c in corpora if not c.train_only]
+    val_data = input_pipeline.load_eval_set(validation, mean=mean, std=std, class_names=class_names) if validation else None
     mngr = checkpoints.manager(workdir, keep_best=config.train.keep_best,
                                extra_handlers={checkpoints.DATA: grain.checkpoint.CheckpointHandler()})
     if mngr.latest_step() is not None:
@@ -246,7 +247,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         mngr.close()
         writer.close()
     chance = 1 / len(class_names)
-    print(f"Validation after {last['step']} steps: accuracy {last['val/accuracy']:.1%}, UA {last['val/ua']:.1%} "
-          f"(chance {chance:.1%}, {len(class_names)} classes); checkpoints in {mngr.directory}")
+    if val_data is None:
+        print(f"Trained {last['step']} steps on train-only corpora (no validation speakers, so the latest "
+              f"checkpoint is the model); checkpoints in {mngr.directory}")
+    else:
+        print(f"Validation after {last['step']} steps: accuracy {last['val/accuracy']:.1%}, UA {last['val/ua']:.1%} "
+              f"(chance {chance:.1%}, {len(class_names)} classes); checkpoints in {mngr.directory}")
     return last
 

@@ -100,3 +100,17 @@ def test_bad_multi_corpus_settings_are_refused_with_what_to_do(corpora, tmp_path
     config = _config("ravdess,tess", both, str(tmp_path / "d"), train_only="tess", corpus_weights="1,0")
     with pytest.raises(ValueError, match="positive"):
         datasets.sampling_weights(config, datasets.training_data(config, str(tmp_path)))
+
+
+def test_every_corpus_train_only_trains_a_final_model_on_all_of_them(corpora, tmp_path):
+    data_dir = str(tmp_path / "data")
+    config = _config("ravdess,tess", f"{corpora['ravdess']},{corpora['tess']}", data_dir, train_only="ravdess,tess")
+    workdir = str(tmp_path / "run")
+    last = train.train_and_evaluate(config, workdir)
+    assert "val/ua" not in last and last["step"] == (6 * 4 + 2 * 3) // 8  # Every speaker of both corpora.
+    with pytest.raises(ValueError, match="name a dataset in config.eval"):
+        evaluate.evaluate(config, workdir)
+    with config.unlocked():
+        config.eval.update(data_dir=data_dir, corpus="ravdess", split="all", output_dir=str(tmp_path / "eval"))
+    report = evaluate.evaluate(config, workdir)  # The latest checkpoint: there is no "best" without validation.
+    assert report["step"] == last["step"] and report["metrics"]["num_examples"] == 6 * 4
