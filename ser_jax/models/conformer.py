@@ -4,7 +4,7 @@ A Conformer (Gulati et al., 2020) rather than a plain Transformer: its depthwise
 the local context of each frame (pitch movements, syllable-scale energy) for a few thousand
 parameters, a bias toward local patterns that 1,080 clips cannot teach self-attention alone; the
 attention adds the utterance-wide context. `conv_kernel=0` drops the convolution module and leaves
-the pre-norm Transformer, so the comparison can ask what the convolution is worth.
+a pre-norm Transformer (with both half feed-forwards), so a comparison can ask what it is worth.
 
 Blocks are pre-norm (LayerNorm before each sublayer, one after the stack), macaron-style: half a
 feed-forward, self-attention, the convolution module, half a feed-forward. Positions are rotary
