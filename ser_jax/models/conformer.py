@@ -39,9 +39,11 @@ def rotary(x: jax.Array) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def attention_implementation(dtype: jnp.dtype) -> str | None:
-    """cuDNN's fused flash-attention kernel where it applies (half precision on a GPU); XLA's otherwise."""
-    return "cudnn" if dtype in _HALF_PRECISION and jax.default_backend() == "gpu" else None
+def attention_implementation(dtype: jnp.dtype, head_dim: int) -> str | None:
+    """cuDNN's fused flash-attention kernel where it applies (half precision on a GPU, head size a
+    multiple of 8 up to 128); XLA's otherwise."""
+    fused = dtype in _HALF_PRECISION and head_dim % 8 == 0 and head_dim <= 128
+    return "cudnn" if fused and jax.default_backend() == "gpu" else None
 
 
 class FeedForward(nnx.Module):
@@ -74,7 +76,7 @@ class SelfAttention(nnx.Module):
         # Keys past a length are never attended to; queries past it give zeros.
         h = jax.nn.dot_product_attention(rotary(q), rotary(k), v, query_seq_lengths=lengths,
                                          key_value_seq_lengths=lengths,
-                                         implementation=attention_implementation(self.dtype))
+                                         implementation=attention_implementation(self.dtype, d // self.heads))
         return self.dropout(self.out(h.reshape(b, t, d)), deterministic=not train, rngs=rngs)
 
 
