@@ -1,13 +1,16 @@
 """CPU latency of one streaming window: waveform in, probabilities out (batch 1).
 
-    python benchmarks/latency.py [--workdir DIR] [--window 3.0] [--iters 300] [--breakdown]
+    python benchmarks/latency.py [--configs configs/cnn_bilstm.py,configs/conformer.py | --workdir DIR]
+                                 [--window 3.0] [--iters 300] [--breakdown]
 
 Times the jitted window function that streaming uses (`Predictor.window_function`: JAX log-Mel
 frontend, normalisation and model in one compiled function), including the host->device copy of the
 waveform and the copy of the probabilities back, and the same function exported with
-`ser_jax.export` and reloaded through `ser_jax.serving`. Without --workdir the model is the default
-config's (configs/cnn_bilstm.py: channels (32, 64), BiLSTM 128, 80 mels, 8 classes) with random
-weights, which time the same as trained ones.
+`ser_jax.export` and reloaded through `ser_jax.serving`. Without --workdir the models are those of
+the --configs files (default configs/cnn_bilstm.py: channels (32, 64), BiLSTM 128, 80 mels; 8
+classes) with random weights, which time the same as trained ones; several configs are timed in one
+run, alternating, so that a machine shared with other jobs loads them alike, and each is also given
+as a ratio to the first.
 
 Each setting runs in its own subprocess, since XLA reads its flags when it starts:
   one core:  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false" and the process pinned to one CPU
@@ -56,7 +59,7 @@ def _time(fn, iters: int, warmup: int = 10) -> dict:
     return _stats(times)
 
 
-def _predictor(workdir: str | None):
+def _predictor(workdir: str | None, config_path: str):
     import numpy as np
     from flax import nnx
 
@@ -64,13 +67,13 @@ def _predictor(workdir: str | None):
 
     if workdir:
         return Predictor.from_workdir(workdir)
-    from configs.cnn_bilstm import get_config
+    from ser_jax.config_files import load_py
     from ser_jax.dataset_format import EMOTIONS
     from ser_jax.features import FeatureConfig
     from ser_jax.model_info import ModelInfo
     from ser_jax.models import create_model
 
-    config = get_config()
+    config = load_py(config_path)
     features = FeatureConfig.from_mapping(config.features)
     classes = EMOTIONS[:8]
     model = create_model(config.model, num_classes=len(classes), n_mels=features.n_mels, rngs=nnx.Rngs(0))
@@ -108,7 +111,7 @@ def run_child(args) -> dict:
 
     from ser_jax import export, serving
 
-    predictor = _predictor(args.workdir)
+    predictor = _predictor(args.workdir, args.configs)
     window = int(round(args.window * predictor.sample_rate))
     wave = (0.1 * np.random.default_rng(0).standard_normal((1, window))).astype(np.float32)
     n = np.full(1, window, np.int32)
@@ -130,8 +133,8 @@ def run_child(args) -> dict:
     return result
 
 
-def _run_setting(args, *, single: bool) -> dict:
-    cmd = ["--child", "--window", str(args.window), "--iters", str(args.iters)]
+def _run_setting(args, config_path: str, *, single: bool) -> dict:
+    cmd = ["--child", "--window", str(args.window), "--iters", str(args.iters), "--configs", config_path]
     if single:
         cmd += ["--pin", str(min(os.sched_getaffinity(0)))]
     if args.workdir:
@@ -144,6 +147,8 @@ def _run_setting(args, *, single: bool) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default=None, help="time a trained workdir's model (default: random init)")
+    p.add_argument("--configs", default="configs/cnn_bilstm.py",
+                   help="comma-separated config files whose models (random init) are timed; not with --workdir")
     p.add_argument("--window", type=float, default=3.0, help="window seconds")
     p.add_argument("--hop", type=float, default=0.5, help="hop seconds, for the real-time factor")
     p.add_argument("--iters", type=int, default=300)
@@ -158,26 +163,33 @@ def main(argv=None) -> int:
         return 0
 
     settings = [s for s in args.settings.split(",") if s]
-    runs = {}
+    paths = [args.workdir] if args.workdir else [os.path.abspath(p) for p in args.configs.split(",") if p]
+    models = {os.path.splitext(os.path.basename(os.path.normpath(p)))[0]: p for p in paths}
+    runs = {name: {} for name in models}
     for s in settings:
-        runs["1 core" if s == "single" else "all cores"] = _run_setting(args, single=s == "single")
+        for name, path in models.items():  # Alternating, so that other jobs on the machine load each alike.
+            runs[name]["1 core" if s == "single" else "all cores"] = _run_setting(args, path, single=s == "single")
     hop_ms = args.hop * 1000
-    model = f"model of {args.workdir}" if args.workdir else "default model (random init)"
-    print(f"{args.window:g} s window, batch 1, {model}; "
-          f"target <= {TARGET_MS:g} ms on one core; RTF = ms per window / {hop_ms:g} ms hop")
-    print(f"{'setting':<28}{'cpus':>5}{'median ms':>11}{'p90 ms':>9}{'RTF':>8}{'exported median':>17}")
-    for name, r in runs.items():
-        j = r["jit"]
-        r["rtf_at_hop"] = j["median_ms"] / hop_ms
-        print(f"{name:<28}{r['cpus']:>5}{j['median_ms']:>11.2f}{j['p90_ms']:>9.2f}{r['rtf_at_hop']:>8.3f}"
-              f"{r['exported']['median_ms']:>17.2f}")
-        for part, b in r.get("breakdown", {}).items():
-            if part != "shapes":
-                print(f"    {part:<24}{'':>5}{b['median_ms']:>11.2f}{b['p90_ms']:>9.2f}")
+    kind = "trained" if args.workdir else "random init"
+    print(f"{args.window:g} s window, batch 1, {kind}; target <= {TARGET_MS:g} ms on one core; "
+          f"RTF = ms per window / {hop_ms:g} ms hop; ratio = median / the first model's median")
+    print(f"{'model':<16}{'setting':<12}{'cpus':>5}{'median ms':>11}{'p90 ms':>9}{'RTF':>8}{'ratio':>7}"
+          f"{'exported median':>17}")
+    first = runs[next(iter(runs))]
+    for name, by_setting in runs.items():
+        for setting, r in by_setting.items():
+            j = r["jit"]
+            r["rtf_at_hop"] = j["median_ms"] / hop_ms
+            r["ratio_to_first"] = j["median_ms"] / first[setting]["jit"]["median_ms"]
+            print(f"{name:<16}{setting:<12}{r['cpus']:>5}{j['median_ms']:>11.2f}{j['p90_ms']:>9.2f}"
+                  f"{r['rtf_at_hop']:>8.3f}{r['ratio_to_first']:>7.2f}{r['exported']['median_ms']:>17.2f}")
+            for part, b in r.get("breakdown", {}).items():
+                if part != "shapes":
+                    print(f"    {part:<24}{'':>5}{b['median_ms']:>11.2f}{b['p90_ms']:>9.2f}")
     figures = {
         "what": "ms per window: waveform (1, window) float32 in, probabilities out, host copies included",
         "window_s": args.window, "hop_s": args.hop, "target_ms_one_core": TARGET_MS,
-        "model": args.workdir or "configs/cnn_bilstm.py defaults, random init",
+        "models": {name: f"{path}{'' if args.workdir else ' defaults, random init'}" for name, path in models.items()},
         "runs": runs,
     }
     report.save(figures, args.output)

@@ -5,20 +5,27 @@ import pytest
 from flax import nnx
 
 from ser_jax.models import create_model
+from ser_jax.models.conformer import rotary
 from ser_jax.models.layers import BiLSTM
 
 TINY = dict(name="cnn_bilstm", channels=(4, 8), lstm_hidden=8, pooling="attention", attention_dim=8, dropout=0.0)
-VARIANTS = {"cnn_bilstm": {}, "cnn_only": {"lstm_hidden": 0}, "lstm_only": {"channels": ()},
-            "mean_pooling": {"pooling": "mean"}}
+TINY_CONFORMER = dict(name="conformer", channels=(4,), d_model=16, num_layers=1, num_heads=2, ff_mult=2,
+                      conv_kernel=5, pooling="attention", attention_dim=8, dropout=0.0)
+VARIANTS = {"cnn_bilstm": TINY, "cnn_only": {**TINY, "lstm_hidden": 0}, "lstm_only": {**TINY, "channels": ()},
+            "mean_pooling": {**TINY, "pooling": "mean"}, "conformer": TINY_CONFORMER,
+            # Straight on the frames, the encoder itself must keep the garbage in the padding out.
+            "conformer_on_frames": {**TINY_CONFORMER, "channels": ()},
+            "transformer": {**TINY_CONFORMER, "conv_kernel": 0, "pooling": "mean"}}
 
 
-def _model(**overrides):
-    return create_model({**TINY, **overrides}, num_classes=5, n_mels=17, rngs=nnx.Rngs(0))
+def _model(base=TINY, **overrides):
+    return create_model({**base, **overrides}, num_classes=5, n_mels=17, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_padding_never_changes_predictions(variant):
-    model = _model(**VARIANTS[variant])
+    m = _model(VARIANTS[variant])
+    model = jax.jit(lambda x, lengths: m(x, lengths))  # One compile per shape rather than per operation.
     x = jax.random.normal(jax.random.key(1), (3, 41, 17))
     lengths = jnp.array([41, 26, 9])
     ref = model(x, lengths)
@@ -65,8 +72,9 @@ def test_bilstm_directions_see_only_their_side_of_the_valid_frames():
     assert not np.allclose(late[0, :2, 4:], out[0, :2, 4:])
 
 
-def test_bfloat16_compute_keeps_float32_params_and_logits():
-    model = _model(dtype="bfloat16")
+@pytest.mark.parametrize("base", [TINY, TINY_CONFORMER], ids=["cnn_bilstm", "conformer"])
+def test_bfloat16_compute_keeps_float32_params_and_logits(base):
+    model = _model(base, dtype="bfloat16")
     logits = model(jnp.ones((2, 10, 17)), jnp.array([10, 5]))
     assert logits.dtype == jnp.float32
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
@@ -79,6 +87,22 @@ def test_bad_model_configs_fail_clearly():
         _model(pooling="max")
     with pytest.raises(TypeError):
         _model(lstm_hiden=3)
+    with pytest.raises(TypeError, match="lstm_hidden"):  # A BiLSTM key in a conformer config.
+        _model(TINY_CONFORMER, lstm_hidden=8)
+    with pytest.raises(ValueError, match="num_heads=3"):
+        _model(TINY_CONFORMER, num_heads=3)
+    with pytest.raises(ValueError, match="pooling"):
+        _model(TINY_CONFORMER, pooling="max")
+    with pytest.raises(ValueError, match="input_norm"):
+        _model(TINY_CONFORMER, input_norm="speaker")
+
+
+def test_rotary_attention_scores_depend_on_the_offset_only():
+    q, k = jax.random.normal(jax.random.key(5), (2, 1, 12, 1, 8))
+    scores = jnp.einsum("btnh,bsnh->ts", rotary(q), rotary(k))
+    shifted = jnp.einsum("btnh,bsnh->ts", rotary(jnp.roll(q, 3, axis=1)), rotary(jnp.roll(k, 3, axis=1)))
+    # Frames i, j moved to i + 3, j + 3 score as before (away from the wrap-around).
+    np.testing.assert_allclose(shifted[3:, 3:], scores[:-3, :-3], rtol=1e-4, atol=1e-4)
 
 
 def test_per_utterance_normalisation_ignores_level_and_channel_and_padding():

@@ -18,12 +18,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import tensorflow_datasets as tfds
+from flax import nnx
 
 from configs.base import get_base_config
 from data_prep.corpora import synthetic
 from ser_jax import classify, evaluate, export, input_pipeline, serving, streaming, train
-from ser_jax.features import log_mel
+from ser_jax.features import FeatureConfig, log_mel
 from ser_jax.mesh import make_mesh
+from ser_jax.model_info import ModelInfo
+from ser_jax.models import create_model
 from ser_jax.predictor import Predictor
 from ser_jax.trained_model import TrainedModel
 
@@ -167,6 +170,23 @@ def test_exported_function_equals_the_in_process_one(trained, predictor, held_ou
         np.testing.assert_allclose(model(x, n), expected, atol=1e-5)
     batched = model(np.stack([full, partial]), [window, clips[0].size])  # Symbolic batch dimension.
     np.testing.assert_allclose(batched[1], model(partial, clips[0].size), atol=1e-5)
+
+
+def test_exported_conformer_equals_the_in_process_one():
+    """The conformer through the window function and `jax.export`; random weights export as trained ones do."""
+    features = FeatureConfig(n_mels=24)
+    model = create_model(dict(name="conformer", channels=(8,), d_model=16, num_layers=1, num_heads=2, conv_kernel=5),
+                         num_classes=3, n_mels=features.n_mels, rngs=nnx.Rngs(0))
+    info = ModelInfo(class_names=("sad", "angry", "calm"), features=features,
+                     mean=np.full(features.n_mels, -40.0, np.float32), std=np.full(features.n_mels, 15.0, np.float32))
+    predictor = Predictor(info, *nnx.split(model, nnx.Param, nnx.BatchStat))
+    window = features.sample_rate  # 1 s
+    served = serving.ExportedClassifier(jax.export.deserialize(export.export_window(predictor, window).serialize()))
+    wave = synthetic.synthesize("angry", 0, 0, sample_rate=features.sample_rate)[:window]
+    waves, counts = np.stack([wave, np.where(np.arange(window) < 7000, wave, 0.5)]), np.array([window, 7000])
+    expected = np.asarray(predictor.window_function(window)(waves, counts))
+    np.testing.assert_allclose(served(waves, counts), expected, atol=1e-5)  # Symbolic batch dimension.
+    np.testing.assert_allclose(served(waves[1], 7000), expected[1], atol=1e-5)
 
 
 def test_serving_needs_only_jax_and_numpy():

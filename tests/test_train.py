@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from configs.base import get_base_config
 from data_prep.corpora import synthetic
+from ser_jax.config_files import load_py
 from ser_jax.features import FeatureConfig, mel_center_frequencies
 from ser_jax import checkpoints, evaluate, train
 from ser_jax.mesh import make_mesh
@@ -24,20 +24,22 @@ from ser_jax.trained_model import TrainedModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EPOCHS, STEPS_PER_EPOCH = 2, 4  # 4 train speakers x 8 emotions = 32 clips, batch 8.
+TINY_ENCODERS = {"cnn_bilstm": dict(lstm_hidden=12),
+                 "conformer": dict(d_model=16, num_layers=1, num_heads=2, conv_kernel=5)}
 
 
-def tiny_config(data_dir: str, **train_overrides):
-    c = get_base_config()
+def tiny_config(data_dir: str, model: str = "cnn_bilstm", **train_overrides):
+    """configs/<model>.py scaled down."""
+    c = load_py(os.path.join(REPO, "configs", f"{model}.py"))
     c.data.data_dir = data_dir
     c.data.max_frames = 120
     c.data.eval_bucket_frames = 60
     c.data.synthetic.update(n_speakers=6, utterances_per_emotion=1)
     c.features.n_mels = 24
-    c.model.update(channels=(8,), lstm_hidden=12, attention_dim=8)
+    c.model.update(channels=(8,), attention_dim=8, **TINY_ENCODERS[model])
     c.optim.warmup_steps = 2
     c.train.update(batch_size=8, eval_batch_size=16, num_epochs=NUM_EPOCHS, log_every_steps=2, keep_best=1,
                    **train_overrides)
-    c.lock()
     return c
 
 
@@ -67,8 +69,9 @@ def params_of(workdir: str, step="latest") -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(TrainedModel.load(workdir, step).params)]
 
 
-def test_one_device_and_eight_devices_give_the_same_loss_and_gradients():
-    config = tiny_config("")
+@pytest.mark.parametrize("model", TINY_ENCODERS)
+def test_one_device_and_eight_devices_give_the_same_loss_and_gradients(model):
+    config = tiny_config("", model)
     tx = train.create_optimizer(config.optim, 10)
     graphdef, state = train.create_train_state(config, num_classes=5, n_mels=24, tx=tx)
     rng = np.random.default_rng(0)

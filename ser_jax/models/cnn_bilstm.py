@@ -38,34 +38,29 @@ class ConvBlock(nnx.Module):
         return self.dropout(x, deterministic=not train, rngs=rngs), (lengths + 1) // 2
 
 
-class Model(nnx.Module):
-    def __init__(self, *, num_classes: int, n_mels: int, channels: Sequence[int] = (32, 64),
-                 lstm_hidden: int = 128, pooling: str = "attention", attention_dim: int = 64,
-                 dropout: float = 0.3, input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
-        if pooling not in ("attention", "mean"):
-            raise ValueError(f"model.pooling must be 'attention' or 'mean', got {pooling!r}")
+class ConvFrontEnd(nnx.Module):
+    """Input normalisation and the conv blocks: the front-end every model on the log-Mel image shares.
+
+    A base class rather than a submodule, so that the parameters keep their checkpoint paths
+    (`blocks/0/conv/kernel`, ...) in the models that build on it.
+    """
+
+    def __init__(self, n_mels: int, channels: Sequence[int], *, dropout: float, input_norm: str, dtype: str,
+                 rngs: nnx.Rngs):
         if input_norm not in ("dataset", "utterance"):
             raise ValueError(f"model.input_norm must be 'dataset' or 'utterance', got {input_norm!r}")
-        if not channels and not lstm_hidden:
-            raise ValueError("a model needs conv channels, an LSTM, or both")
-        dtype = jnp.dtype(dtype)
+        self.dtype = jnp.dtype(dtype)
+        self.per_utterance = input_norm == "utterance"
         ins = (1, *channels[:-1])
-        self.blocks = nnx.List([ConvBlock(i, o, dropout=dropout, dtype=dtype, rngs=rngs)
+        self.blocks = nnx.List([ConvBlock(i, o, dropout=dropout, dtype=self.dtype, rngs=rngs)
                                 for i, o in zip(ins, channels)])
         for _ in channels:  # Odd mel counts are padded to even before each pooling.
             n_mels = (n_mels + 1) // 2
-        features = n_mels * channels[-1] if channels else n_mels
-        self.lstm = BiLSTM(features, lstm_hidden, dtype=dtype, rngs=rngs) if lstm_hidden else None
-        features = 2 * lstm_hidden if lstm_hidden else features
-        self.pool = AttentionPooling(features, attention_dim, dtype=dtype, rngs=rngs) if pooling == "attention" else None
-        self.dropout = nnx.Dropout(dropout)
-        self.head = nnx.Linear(features, num_classes, dtype=dtype, rngs=rngs)
-        self.dtype = dtype
-        self.per_utterance = input_norm == "utterance"
+        self.frame_features = n_mels * channels[-1] if channels else n_mels
 
-    def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
-                 rngs: nnx.Rngs | None = None) -> jax.Array:
-        """(batch, frames, mels) normalised log-Mel and true lengths -> (batch, classes) float32 logits."""
+    def front_end(self, x: jax.Array, lengths: jax.Array, *, train: bool, rngs: nnx.Rngs | None
+                  ) -> tuple[jax.Array, jax.Array]:
+        """(batch, frames, mels) -> (batch, frames', frame_features) in the compute dtype, and lengths'."""
         if self.per_utterance:
             x = normalize_per_utterance(x.astype(jnp.float32), length_mask(lengths, x.shape[1]))
         x = x.astype(self.dtype)
@@ -74,6 +69,30 @@ class Model(nnx.Module):
             for block in self.blocks:
                 x, lengths = block(x, lengths, train=train, rngs=rngs)
             x = x.reshape(*x.shape[:2], -1)
+        return x, lengths
+
+
+class Model(ConvFrontEnd):
+    def __init__(self, *, num_classes: int, n_mels: int, channels: Sequence[int] = (32, 64),
+                 lstm_hidden: int = 128, pooling: str = "attention", attention_dim: int = 64,
+                 dropout: float = 0.3, input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
+        if pooling not in ("attention", "mean"):
+            raise ValueError(f"model.pooling must be 'attention' or 'mean', got {pooling!r}")
+        if not channels and not lstm_hidden:
+            raise ValueError("a model needs conv channels, an LSTM, or both")
+        super().__init__(n_mels, channels, dropout=dropout, input_norm=input_norm, dtype=dtype, rngs=rngs)
+        dtype = self.dtype
+        features = self.frame_features
+        self.lstm = BiLSTM(features, lstm_hidden, dtype=dtype, rngs=rngs) if lstm_hidden else None
+        features = 2 * lstm_hidden if lstm_hidden else features
+        self.pool = AttentionPooling(features, attention_dim, dtype=dtype, rngs=rngs) if pooling == "attention" else None
+        self.dropout = nnx.Dropout(dropout)
+        self.head = nnx.Linear(features, num_classes, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
+                 rngs: nnx.Rngs | None = None) -> jax.Array:
+        """(batch, frames, mels) normalised log-Mel and true lengths -> (batch, classes) float32 logits."""
+        x, lengths = self.front_end(x, lengths, train=train, rngs=rngs)
         mask = length_mask(lengths, x.shape[1])
         if self.lstm is not None:
             x = self.lstm(x, lengths)

@@ -1,0 +1,150 @@
+"""The CNN front-end of cnn_bilstm, then a small Conformer encoder over time, pooling and head.
+
+A Conformer (Gulati et al., 2020) rather than a plain Transformer: its depthwise convolution models
+the local context of each frame (pitch movements, syllable-scale energy) for a few thousand
+parameters, a bias toward local patterns that 1,080 clips cannot teach self-attention alone; the
+attention adds the utterance-wide context. `conv_kernel=0` drops the convolution module and leaves
+a pre-norm Transformer (with both half feed-forwards), so a comparison can ask what it is worth.
+
+Blocks are pre-norm (LayerNorm before each sublayer, one after the stack), macaron-style: half a
+feed-forward, self-attention, the convolution module, half a feed-forward. Positions are rotary
+(RoPE: relative offsets through a rotation of queries and keys), which, unlike an additive relative
+bias, leaves the attention call a plain one that fused kernels take. Attention runs through
+`jax.nn.dot_product_attention` with each utterance's true length, and the convolution sees padded
+frames as zeros, so padding never changes a prediction. The convolution module normalises with
+LayerNorm instead of the paper's BatchNorm: statistics that never mix utterances or frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ser_jax.models.cnn_bilstm import ConvFrontEnd
+from ser_jax.models.layers import AttentionPooling, length_mask, masked_mean
+
+_HALF_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def rotary(x: jax.Array) -> jax.Array:
+    """Rotary position embedding of (batch, time, heads, head_dim) queries or keys, frame t at angle t."""
+    half = x.shape[-1] // 2
+    freqs = 10000.0 ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = jnp.arange(x.shape[1], dtype=jnp.float32)[:, None] * freqs  # (time, half)
+    cos, sin = jnp.cos(angles)[None, :, None], jnp.sin(angles)[None, :, None]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def attention_implementation(dtype: jnp.dtype, head_dim: int) -> str | None:
+    """cuDNN's fused flash-attention kernel where it applies (half precision on a GPU, head size a
+    multiple of 8 up to 128); XLA's otherwise."""
+    fused = dtype in _HALF_PRECISION and head_dim % 8 == 0 and head_dim <= 128
+    return "cudnn" if fused and jax.default_backend() == "gpu" else None
+
+
+class FeedForward(nnx.Module):
+    def __init__(self, dim: int, hidden: int, *, dropout: float, dtype, rngs: nnx.Rngs):
+        self.norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
+        self.up = nnx.Linear(dim, hidden, dtype=dtype, rngs=rngs)
+        self.down = nnx.Linear(hidden, dim, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x, *, train: bool, rngs: nnx.Rngs | None):
+        h = self.dropout(jax.nn.silu(self.up(self.norm(x))), deterministic=not train, rngs=rngs)
+        return self.dropout(self.down(h), deterministic=not train, rngs=rngs)
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention with rotary positions over each utterance's valid frames only."""
+
+    def __init__(self, dim: int, heads: int, *, dropout: float, dtype, rngs: nnx.Rngs):
+        self.heads = heads
+        self.dtype = dtype
+        self.norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
+        self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
+        self.out = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x, lengths, *, train: bool, rngs: nnx.Rngs | None):
+        b, t, d = x.shape
+        q, k, v = jnp.unstack(self.qkv(self.norm(x)).reshape(b, t, 3, self.heads, d // self.heads), axis=2)
+        lengths = lengths.astype(jnp.int32)
+        # Keys past a length are never attended to; queries past it give zeros.
+        h = jax.nn.dot_product_attention(rotary(q), rotary(k), v, query_seq_lengths=lengths,
+                                         key_value_seq_lengths=lengths,
+                                         implementation=attention_implementation(self.dtype, d // self.heads))
+        return self.dropout(self.out(h.reshape(b, t, d)), deterministic=not train, rngs=rngs)
+
+
+class ConvModule(nnx.Module):
+    """Pointwise conv + GLU, depthwise conv over time, LayerNorm, SiLU, pointwise conv."""
+
+    def __init__(self, dim: int, kernel: int, *, dropout: float, dtype, rngs: nnx.Rngs):
+        self.norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
+        self.glu = nnx.Linear(dim, 2 * dim, dtype=dtype, rngs=rngs)
+        self.depthwise = nnx.Conv(dim, dim, (kernel,), feature_group_count=dim, dtype=dtype, rngs=rngs)
+        self.depthwise_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
+        self.pointwise = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x, valid, *, train: bool, rngs: nnx.Rngs | None):
+        h = jax.nn.glu(self.glu(self.norm(x)), axis=-1)
+        # Padded frames as zeros: the valid frames near the end then see what "SAME" padding shows
+        # them in the unpadded utterance.
+        h = self.depthwise(jnp.where(valid[..., None], h, 0))
+        h = self.pointwise(jax.nn.silu(self.depthwise_norm(h)))
+        return self.dropout(h, deterministic=not train, rngs=rngs)
+
+
+class ConformerBlock(nnx.Module):
+    def __init__(self, dim: int, heads: int, ff_hidden: int, conv_kernel: int, *, dropout: float, dtype,
+                 rngs: nnx.Rngs):
+        self.ff1 = FeedForward(dim, ff_hidden, dropout=dropout, dtype=dtype, rngs=rngs)
+        self.attention = SelfAttention(dim, heads, dropout=dropout, dtype=dtype, rngs=rngs)
+        self.conv = ConvModule(dim, conv_kernel, dropout=dropout, dtype=dtype, rngs=rngs) if conv_kernel else None
+        self.ff2 = FeedForward(dim, ff_hidden, dropout=dropout, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, lengths, valid, *, train: bool, rngs: nnx.Rngs | None):
+        x = x + 0.5 * self.ff1(x, train=train, rngs=rngs)
+        x = x + self.attention(x, lengths, train=train, rngs=rngs)
+        if self.conv is not None:
+            x = x + self.conv(x, valid, train=train, rngs=rngs)
+        return x + 0.5 * self.ff2(x, train=train, rngs=rngs)
+
+
+class Model(ConvFrontEnd):
+    def __init__(self, *, num_classes: int, n_mels: int, channels: Sequence[int] = (32, 64), d_model: int = 96,
+                 num_layers: int = 2, num_heads: int = 4, ff_mult: int = 2, conv_kernel: int = 15,
+                 pooling: str = "attention", attention_dim: int = 64, dropout: float = 0.3,
+                 input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
+        if pooling not in ("attention", "mean"):
+            raise ValueError(f"model.pooling must be 'attention' or 'mean', got {pooling!r}")
+        if d_model % num_heads or (d_model // num_heads) % 2:
+            raise ValueError(f"model.d_model={d_model} must split into model.num_heads={num_heads} heads of an "
+                             "even size (rotary positions rotate pairs of features)")
+        super().__init__(n_mels, channels, dropout=dropout, input_norm=input_norm, dtype=dtype, rngs=rngs)
+        dtype = self.dtype
+        self.project = nnx.Linear(self.frame_features, d_model, dtype=dtype, rngs=rngs)
+        self.layers = nnx.List([ConformerBlock(d_model, num_heads, ff_mult * d_model, conv_kernel, dropout=dropout,
+                                               dtype=dtype, rngs=rngs) for _ in range(num_layers)])
+        self.norm = nnx.LayerNorm(d_model, dtype=dtype, rngs=rngs)
+        self.pool = AttentionPooling(d_model, attention_dim, dtype=dtype, rngs=rngs) if pooling == "attention" else None
+        self.dropout = nnx.Dropout(dropout)
+        self.head = nnx.Linear(d_model, num_classes, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
+                 rngs: nnx.Rngs | None = None) -> jax.Array:
+        """(batch, frames, mels) normalised log-Mel and true lengths -> (batch, classes) float32 logits."""
+        x, lengths = self.front_end(x, lengths, train=train, rngs=rngs)
+        valid = length_mask(lengths, x.shape[1])
+        x = self.project(x)
+        for layer in self.layers:
+            x = layer(x, lengths, valid, train=train, rngs=rngs)
+        x = self.norm(x)
+        pooled = self.pool(x, valid) if self.pool is not None else masked_mean(x, valid)
+        pooled = self.dropout(pooled.astype(self.dtype), deterministic=not train, rngs=rngs)
+        return self.head(pooled).astype(jnp.float32)
