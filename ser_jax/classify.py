@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ser_jax.features import FeatureConfig, log_mel, normalize
+from ser_jax.features import FeatureConfig, log_mel, loud_span, normalize
 from ser_jax.model_info import ModelInfo
 
 
@@ -34,12 +34,19 @@ def window_features(waveform: jax.Array, num_samples: jax.Array, *, features: Fe
     """(batch, samples) float32 windows, valid samples per row -> (normalised log-Mel, frame counts).
 
     Samples past `num_samples` are zeroed, so a partly filled window gives exactly the frames that
-    librosa's centred STFT gives the valid samples alone (its end padding is zeros too).
+    librosa's centred STFT gives the valid samples alone (its end padding is zeros too). With
+    `features.trim_db` each window loses its quiet edges first, as whole clips do.
     """
     waveform = jnp.asarray(waveform, jnp.float32)
     num_samples = jnp.asarray(num_samples, jnp.int32)
-    valid = jnp.arange(waveform.shape[-1])[None, :] < num_samples[:, None]
-    mel = log_mel(jnp.where(valid, waveform, 0.0), features, xp=jnp)
+    positions = jnp.arange(waveform.shape[-1])[None, :]
+    waveform = jnp.where(positions < num_samples[:, None], waveform, 0.0)
+    if features.trim_db:
+        start, end = loud_span(waveform, num_samples, features, xp=jnp)
+        waveform = jnp.take_along_axis(waveform, jnp.minimum(positions + start[:, None], waveform.shape[-1] - 1), -1)
+        num_samples = end - start
+        waveform = jnp.where(positions < num_samples[:, None], waveform, 0.0)
+    mel = log_mel(waveform, features, xp=jnp)
     mel = normalize(mel, jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32))
     return mel, features.num_frames(num_samples)
 

@@ -130,25 +130,36 @@ def _frames(padded, n_fft: int, hop: int, n_frames: int, xp):
     return padded[..., index]
 
 
-def trim_silence(waveform: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """The clip without its leading and trailing audio `cfg.trim_db` below its loudest frame.
+def loud_span(waveform, num_samples, cfg: FeatureConfig, xp=np):
+    """(start, end) sample indices of the audio that trimming keeps, for (..., samples) waveforms
+    whose first `num_samples` samples are valid (and the rest zero).
 
     RAVDESS clips open with about a second of room noise; crops that are mostly silence teach a
-    model the room, not the voice. Frame for frame this is `librosa.effects.trim(top_db=trim_db,
-    frame_length=win_length, hop_length=hop_length)` (centred RMS frames; the span runs from the
-    first loud frame's centre to one hop past the last's), widened to one analysis window when a
-    lone click is all that is loud.
+    model the room, not the voice. The span is what `librosa.effects.trim(top_db=cfg.trim_db,
+    frame_length=win_length, hop_length=hop_length)` keeps (centred RMS frames; it runs from the
+    first frame within `trim_db` of the loudest to one hop past the last), widened to one analysis
+    window when a lone click is all that is loud. Written once for NumPy and JAX, like `log_mel`, so
+    streaming windows are trimmed exactly as the clips a model was trained on.
     """
     win, hop = cfg.win_length, cfg.hop_length
-    padded = np.pad(np.asarray(waveform, np.float64), (win // 2, win // 2))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop][:cfg.num_frames(waveform.size)]
-    power = np.maximum(np.mean(frames**2, axis=-1), 1e-10)
-    loud = np.flatnonzero(10 * np.log10(power / power.max()) > -cfg.trim_db)
-    start, end = loud[0] * hop, min(waveform.size, (loud[-1] + 1) * hop)
-    if end - start < win:
-        start = max(0, min(start - (win - (end - start)) // 2, waveform.size - win))
-        end = start + win
-    return waveform[start:end]
+    n_frames = cfg.num_frames(waveform.shape[-1])
+    padded = xp.pad(xp.asarray(waveform), [(0, 0)] * (waveform.ndim - 1) + [(win // 2, win // 2)])
+    power = xp.maximum(xp.mean(_frames(padded, win, hop, n_frames, xp) ** 2, axis=-1), 1e-10)
+    valid = xp.arange(n_frames) < cfg.num_frames(xp.asarray(num_samples))[..., None]
+    loudest = xp.max(xp.where(valid, power, 0.0), axis=-1, keepdims=True)
+    loud = valid & (10 * xp.log10(power / loudest) > -cfg.trim_db)
+    first = xp.argmax(loud, axis=-1)
+    last = n_frames - 1 - xp.argmax(loud[..., ::-1], axis=-1)
+    start, end = first * hop, xp.minimum(num_samples, (last + 1) * hop)
+    short = end - start < win
+    start = xp.where(short, xp.maximum(0, xp.minimum(start - (win - (end - start)) // 2, num_samples - win)), start)
+    return start, xp.where(short, xp.minimum(start + win, num_samples), end)
+
+
+def trim_silence(waveform: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The clip without its leading and trailing audio `cfg.trim_db` below its loudest frame."""
+    start, end = loud_span(waveform, waveform.size, cfg)
+    return waveform[int(start):int(end)]
 
 
 def clip_log_mel(waveform: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

@@ -4,8 +4,8 @@ import librosa
 import numpy as np
 import pytest
 
-from ser_jax.features import (FeatureConfig, clip_log_mel, hz_to_mel, log_mel, mel_center_frequencies, mel_filterbank,
-                              mel_to_hz, trim_silence)
+from ser_jax.features import (FeatureConfig, clip_log_mel, hz_to_mel, log_mel, loud_span, mel_center_frequencies,
+                              mel_filterbank, mel_to_hz, trim_silence)
 
 
 def _speechlike(seconds=1.3, sr=16000, seed=0):
@@ -118,3 +118,17 @@ def test_clip_features_are_trimmed_only_when_configured():
 def test_mel_center_frequencies_equal_librosa():
     cfg = FeatureConfig(n_mels=40, fmin=50.0, fmax=7600.0)
     np.testing.assert_allclose(mel_center_frequencies(cfg), librosa.mel_frequencies(42, fmin=50.0, fmax=7600.0)[1:-1])
+
+
+def test_jax_trimming_of_partly_filled_windows_equals_numpy_on_the_valid_audio():
+    cfg = FeatureConfig(trim_db=30)
+    y = np.concatenate([1e-4 * np.ones(3000), _tone(16000, 0.6) * np.hanning(9600), 1e-4 * np.ones(6000)])
+    windows = np.zeros((3, 24000), np.float32)
+    valid = [y.size, 12000, 400]
+    for row, n in enumerate(valid):
+        windows[row, :n] = y[:n]
+    start, end = jax.jit(lambda w, n: loud_span(w, n, cfg, xp=jnp))(windows, jnp.array(valid))
+    for row, n in enumerate(valid):
+        expected = loud_span(windows[row, :n].astype(np.float64), n, cfg)
+        assert (int(start[row]), int(end[row])) == tuple(map(int, expected))
+    assert int(end[0]) - int(start[0]) < y.size - 8000  # The quiet edges went.
