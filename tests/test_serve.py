@@ -68,11 +68,11 @@ def ws_url(url: str) -> str:
 
 
 def talk(url: str, settings, chunks, *, end: bool = True, pause_s: float = 0.0) -> tuple[list[dict], int, str]:
-    """Sends the settings (a dict, or a raw str) and the chunks; returns (messages, close code, close reason)."""
+    """Sends the settings (a dict, or a raw message) and the chunks; returns (messages, close code, close reason)."""
     messages = []
     with connect(ws_url(url), open_timeout=30) as ws:
-        ws.send(settings if isinstance(settings, str) else json.dumps(settings))
         try:
+            ws.send(json.dumps(settings) if isinstance(settings, dict) else settings)
             for chunk in chunks:
                 ws.send(chunk)
                 time.sleep(pause_s)
@@ -96,7 +96,9 @@ def s16(wave: np.ndarray) -> bytes:
 
 
 def expected_estimates(predictor: Predictor, wave: np.ndarray, smoothing: int = 1) -> list[dict]:
-    """What `predict --stream` computes for a 16 kHz waveform (its StreamingClassifier, batch-1 window function)."""
+    """What `predict --stream` computes for a 16 kHz waveform sent as s16le (its StreamingClassifier and
+    batch-1 window function)."""
+    wave = np.frombuffer(s16(wave), "<i2") / np.float32(32768)
     stream = streaming.StreamingClassifier(predictor.window_function(3 * SR), predictor.class_names, sample_rate=SR,
                                            window_samples=3 * SR, hop_samples=SR // 2, smoothing=smoothing,
                                            min_samples=predictor.features.win_length)
@@ -122,7 +124,7 @@ def test_predict_returns_what_the_predictor_returns(server, predictor, clips):
                "raw body 7.3 s WAV": {"content": wav_bytes(clips["long"])}}
     for what, request in uploads.items():
         data = request["files"]["file"][1] if "files" in request else request["content"]
-        wave, sr = sf.read(io.BytesIO(data), dtype="float32")
+        wave, sr = sf.read(io.BytesIO(data), dtype="float32")  # As the server decodes it.
         expected = predictor.predict(wave, sr)
         r = httpx.post(server + "/v1/predict", timeout=60, **request)
         assert r.status_code == 200, (what, r.text)
@@ -135,7 +137,6 @@ def test_predict_returns_what_the_predictor_returns(server, predictor, clips):
         assert ("segments" in got) == (got["duration_s"] > 3.0), what
     # The long clip's segments: full 3 s windows every 3 s, the last one ending at the clip's end, each
     # equal to the window function on that window (so equal to a stream's estimate ending there).
-    wave = clips["long"]
     starts = [0, 3 * SR, wave.size - 3 * SR]
     assert [(s["start"], s["end"]) for s in got["segments"]] == [(s / SR, s / SR + 3.0) for s in starts]
     windows = np.stack([wave[s:s + 3 * SR] for s in starts])

@@ -108,6 +108,8 @@ class StreamSession:
             drained = self._reader.cancelled()
             if not drained:
                 self._reader.result()  # Re-raises the reader's StreamClosed or disconnect.
+            for window in classifier.windows(decoder.decode(b"", last=True)):  # The resampler's tail.
+                self._queue(window)
             self._queue(classifier.final_window())
             self._pending.put_nowait(None)
             await writer
