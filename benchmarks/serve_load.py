@@ -1,21 +1,24 @@
 """Load on the emotion server: N simulated real-time clients on loopback, with and without micro-batching.
 
-    python benchmarks/serve_load.py [--workdir DIR] [--streams 25,50,75,100,125,150] [--seconds 20]
+    python benchmarks/serve_load.py [--workdir DIR] [--streams 30,40,50,60,70,80,100] [--seconds 20]
 
-For each setting (micro-batching: windows gathered into calls of up to 16 with a 2 ms wait bound;
-none: one window per call) a server is started in its own process (`ser_jax.serve`, the default
-model with random weights unless --workdir, which cost the same), and for each client count N the
-clients stream for --seconds: every 0.5 s hop each client sends that hop's audio (s16le, 16 kHz) and
-times its estimate. Clients start spread over one hop, as independent callers would. Reported per
-step: p50/p99 hop latency (from sending the audio that completes a hop to receiving its estimate,
-after a 2 s warm-up), windows/s the server classified, its mean batch, and the serving overhead: CPU
-time of the server's event-loop thread (sockets, decoding, framing, queueing, JSON) over the rest of
-its CPU time (the model calls). A count is "held in real time" when every estimate came back and p99
-< 250 ms. A setting stops ramping once p99 passes 2 s (saturated). Also measured, in a process of
-its own: the window model alone at each batch size (the rate the server's throughput is compared with).
+Settings (each a server in its own process: `ser_jax.serve` with the default model and random
+weights unless --workdir, which cost the same):
+  batched            windows gathered into calls of up to 8 (buckets 1, 2, 4, 8), 2 ms wait bound
+  batched_2_threads  the same, with up to two model calls at once (the server's default)
+  unbatched          one window per call
+For each client count N the clients stream for --seconds: every 0.5 s hop each sends that hop's
+audio (s16le, 16 kHz) and times its estimate; they start spread over one hop, as independent
+callers would. Reported per step: p50/p99 hop latency (from sending the audio that completes a hop
+to receiving its estimate, after a 2 s warm-up), the windows/s the server classified, its mean batch,
+the serving overhead (CPU time of the server's event-loop thread: sockets, decoding, framing,
+queueing, JSON; over the rest of its CPU time: the model calls), and the CPU the server and the
+clients used. N is "held in real time" when every estimate came back and p99 < 250 ms; a setting
+stops ramping once p99 passes 2 s. Also measured, in a process of its own first: the window model
+alone at each batch size, the rate the server's throughput is compared with.
 
-The clients run in this process, on the same machine: their CPU use is part of what the server
-competes with. Loopback traffic only; every loop is bounded by --streams and --seconds.
+The clients run in this process, on the same machine: their CPU is taken from the server. Loopback
+traffic only; every loop is bounded by --streams and --seconds.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ SR, HOP_S, WINDOW_S = 16000, 0.5, 3.0
 WARMUP_S = 2.0
 REALTIME_P99_MS = 250.0
 SATURATED_P99_MS = 2000.0
-SETTINGS = {"micro-batching": ["--buckets", "1,2,4,8,16", "--max_wait_ms", "2"],
-            "none (batch 1)": ["--buckets", "1", "--max_wait_ms", "0"]}
+SETTINGS = {"batched": ["--buckets", "1,2,4,8", "--max_wait_ms", "2", "--model_threads", "1"],
+            "batched_2_threads": ["--buckets", "1,2,4,8", "--max_wait_ms", "2", "--model_threads", "2"],
+            "unbatched": ["--buckets", "1", "--max_wait_ms", "0", "--model_threads", "1"]}
 
 
 def _predictor(workdir: str | None):
@@ -61,7 +65,8 @@ def serve_child(args) -> None:
     buckets = tuple(int(b) for b in args.buckets.split(","))
     limits = Limits(max_streams=10_000, max_pending_windows=100_000)  # Measure the model, not admission control.
     service = Service.create(predictor, args.workdir or "random init", window_s=WINDOW_S, hop_s=HOP_S,
-                             buckets=buckets, max_wait_s=args.max_wait_ms / 1000, limits=limits)
+                             buckets=buckets, max_wait_s=args.max_wait_ms / 1000, workers=args.model_threads,
+                             limits=limits)
     serve(service, port=args.port)
 
 
@@ -144,6 +149,8 @@ async def _client(url: str, start: float, hops: int, chunk: bytes, latencies: li
 
 
 async def _load(url: str, streams: int, seconds: float) -> dict:
+    """One step: `streams` clients for `seconds`; the server's counters are read over the steady part
+    (from the end of the warm-up to the last hop), the latencies over every hop after the warm-up."""
     import httpx
 
     hops = int(seconds / HOP_S)
@@ -151,17 +158,20 @@ async def _load(url: str, streams: int, seconds: float) -> dict:
     chunk = (0.1 * rng.standard_normal(int(HOP_S * SR)) * 32768).astype("<i2").tobytes()
     latencies: list[float] = []
     failures: list[str] = []
+    t0 = time.perf_counter() + 1.0  # Time to connect every client.
     async with httpx.AsyncClient() as http:
-        before = (await http.get(url + "/v1/stats")).json()
-        t0 = time.perf_counter() + 1.0
-        await asyncio.gather(*(_client(url, t0 + HOP_S * i / streams, hops, chunk, latencies, failures)
-                               for i in range(streams)))
-        after = (await http.get(url + "/v1/stats")).json()
+
+        async def stats_at(when: float) -> dict:
+            await asyncio.sleep(max(0.0, when - time.perf_counter()))
+            return {**(await http.get(url + "/v1/stats")).json(), "client_cpu_s": time.process_time()}
+
+        clients = [_client(url, t0 + HOP_S * i / streams, hops, chunk, latencies, failures) for i in range(streams)]
+        before, after, *_ = await asyncio.gather(stats_at(t0 + WARMUP_S), stats_at(t0 + hops * HOP_S), *clients)
     ms = np.asarray(latencies) * 1000
     expected = streams * (hops - int(WARMUP_S / HOP_S) + 1)
     elapsed = after["uptime_s"] - before["uptime_s"]
+    server_cpu = after["process_cpu_s"] - before["process_cpu_s"]
     loop_cpu = after["event_loop_cpu_s"] - before["event_loop_cpu_s"]
-    other_cpu = after["process_cpu_s"] - before["process_cpu_s"] - loop_cpu
     calls = after["calls"] - before["calls"]
     windows = after["windows"] - before["windows"]
     p99 = float(np.percentile(ms, 99)) if ms.size else float("inf")
@@ -169,10 +179,12 @@ async def _load(url: str, streams: int, seconds: float) -> dict:
             "failures": len(failures), "failure_examples": failures[:3],
             "p50_ms": float(np.percentile(ms, 50)) if ms.size else None, "p99_ms": p99,
             "max_ms": float(ms.max()) if ms.size else None,
-            "windows_per_s": windows / elapsed, "mean_batch": windows / calls if calls else 0.0,
+            "offered_windows_per_s": streams / HOP_S, "windows_per_s": windows / elapsed,
+            "mean_batch": windows / calls if calls else 0.0,
             "model_busy_fraction": (after["model_s"] - before["model_s"]) / elapsed,
-            "overhead_fraction": loop_cpu / other_cpu if other_cpu > 0 else None,
-            "cpu_cores_used": (after["process_cpu_s"] - before["process_cpu_s"]) / elapsed,
+            "overhead_fraction": loop_cpu / (server_cpu - loop_cpu) if server_cpu > loop_cpu else None,
+            "server_cpu_cores": server_cpu / elapsed,
+            "client_cpu_cores": (after["client_cpu_s"] - before["client_cpu_s"]) / elapsed,
             "held_in_real_time": not failures and ms.size >= expected and p99 < REALTIME_P99_MS}
 
 
@@ -181,7 +193,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=None, help="serve a trained workdir's model (default: random init)")
     p.add_argument("--streams", default="25,50,75,100,125,150", help="client counts to try, ascending")
     p.add_argument("--seconds", type=float, default=20.0, help="how long each count streams")
-    p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated: " + ", ".join(SETTINGS))
+    p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated, of: " + ", ".join(SETTINGS))
     p.add_argument("--model_seconds", type=float, default=3.0, help="timing per batch size of the model alone")
     p.add_argument("--output", default=RESULTS)
     p.add_argument("--serve_child", action="store_true", help=argparse.SUPPRESS)
@@ -189,6 +201,7 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--buckets", default="1", help=argparse.SUPPRESS)
     p.add_argument("--max_wait_ms", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--model_threads", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve_child:
         serve_child(args)
@@ -213,9 +226,10 @@ def main(argv=None) -> int:
             for n in counts:
                 step = asyncio.run(_load(url, n, args.seconds))
                 steps.append(step)
-                print(f"{name:<16} {n:>4} streams: p50 {step['p50_ms'] or 0:7.1f} ms  p99 {step['p99_ms']:8.1f} ms  "
+                print(f"{name:<18} {n:>4} streams: p50 {step['p50_ms'] or 0:7.1f} ms  p99 {step['p99_ms']:8.1f} ms  "
                       f"{step['windows_per_s']:6.1f} windows/s  batch {step['mean_batch']:5.2f}  "
-                      f"overhead {step['overhead_fraction'] or 0:.3f}  failures {step['failures']}  "
+                      f"overhead {step['overhead_fraction'] or 0:.3f}  CPU server {step['server_cpu_cores']:.2f} "
+                      f"clients {step['client_cpu_cores']:.2f}  failures {step['failures']}  "
                       f"{'held' if step['held_in_real_time'] else 'NOT held'}", flush=True)
                 if step["p99_ms"] > SATURATED_P99_MS or step["failures"]:
                     break

@@ -20,7 +20,8 @@ from data_prep.corpora import synthetic
 from live_server import start_server, stop_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None,
+                                reason="no chromium binary on PATH (Debian: apt-get install chromium)")
 SMOOTHING = 3
 
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ser_jax.predictor import Predictor
+from ser_jax.serve import batcher
 from ser_jax.serve.limits import Limits
 from ser_jax.serve.server import serve
 from ser_jax.serve.service import Service
@@ -38,11 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=3.0, help="streaming window, seconds")
     p.add_argument("--hop", type=float, default=0.5, help="seconds between a stream's estimates")
     g = p.add_argument_group("micro-batching")
-    g.add_argument("--buckets", type=_buckets, default=(1, 2, 4, 8, 16),
+    g.add_argument("--buckets", type=_buckets, default=batcher.BUCKETS,
                    help="batch sizes compiled for the window model; a batch is padded to the next one")
-    g.add_argument("--max_wait_ms", type=float, default=2.0,
+    g.add_argument("--max_wait_ms", type=float, default=batcher.MAX_WAIT_S * 1000,
                    help="how long a window may wait for others to join its batch")
-    g.add_argument("--model_threads", type=int, default=1, help="model calls that may run at once")
+    g.add_argument("--model_threads", type=int, default=batcher.WORKERS, help="model calls that may run at once")
     g = p.add_argument_group("limits")
     for field in dataclasses.fields(Limits):
         g.add_argument(f"--{field.name}", type=type(field.default), default=field.default, help=field.metadata["help"])

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from ser_jax.predictor import Predictor
-from ser_jax.serve.batcher import MicroBatcher
+from ser_jax.serve.batcher import BUCKETS, MAX_WAIT_S, WORKERS, MicroBatcher
 from ser_jax.serve.limits import Limits
 
 
@@ -43,7 +43,7 @@ class Service:
 
     @classmethod
     def create(cls, predictor: Predictor, source: str, *, window_s: float = 3.0, hop_s: float = 0.5,
-               buckets: Sequence[int] = (1, 2, 4, 8, 16), max_wait_s: float = 0.002, workers: int = 1,
+               buckets: Sequence[int] = BUCKETS, max_wait_s: float = MAX_WAIT_S, workers: int = WORKERS,
                limits: Limits = Limits()) -> "Service":
         """The predictor's jitted window function behind a micro-batcher, with these window/hop and limits."""
         sr = predictor.sample_rate
