@@ -264,6 +264,7 @@ def test_bad_streams_are_closed_with_a_reason(server, good_stream, clips):
         "bad rate": ({"rate": 0, "format": "s16le"}, [], 1003, "rate must be an integer"),
         "misspelt setting": ({**ok, "chanels": 2}, [], 1003, "unknown settings ['chanels']"),
         "garbage samples": ({"rate": SR, "format": "f32le"}, [np.full(4000, 1e9, "<f4").tobytes()], 1003, "garbage"),
+        "s16le sent as f32le": ({"rate": SR, "format": "f32le"}, [one_second], 1003, "is it really f32le?"),
         "unknown text message": (ok, ['{"type": "pause"}'], 1003, "must be {\"type\": \"end\"}"),
         "too fast": (ok, pieces(s16(np.tile(clips["sad"], 6)), 96_000), 1008, "faster than real time"),
         "too long": (ok, pieces(s16(np.tile(clips["sad"], 3)), 96_000), 1008, "longer than the limit of 6 s"),
