@@ -7,6 +7,9 @@ a worker thread, so the event loop keeps reading sockets while the model compute
 arrive while the model is busy wait in the queue and go into the next call together: under load
 batches fill by themselves, and the wait bound matters only when it is quiet (it adds up to
 `max_wait` of latency to a lone window in exchange for fewer, fuller calls).
+
+Live windows (streams) go before bulk ones (an upload's segments, up to hundreds at once), in
+arrival order within each: a long upload fills spare capacity and never delays the streams.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +60,8 @@ class MicroBatcher:
         self.buckets = tuple(sorted(set(buckets)))
         self.max_wait_s, self.workers = max_wait_s, workers
         self.stats = BatcherStats()
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self._queue: asyncio.PriorityQueue = asyncio.PriorityQueue()  # (bulk, arrival, window, n, future)
+        self._arrivals = itertools.count()
         self._slots = asyncio.Semaphore(workers)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="model")
         self._in_flight = 0
@@ -81,10 +86,13 @@ class MicroBatcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    def submit(self, waveform: np.ndarray, num_samples: int) -> asyncio.Future:
-        """Queues one (window_samples,) float32 window; the future gets its (classes,) probabilities."""
+    def submit(self, waveform: np.ndarray, num_samples: int, *, bulk: bool = False) -> asyncio.Future:
+        """Queues one (window_samples,) float32 window; the future gets its (classes,) probabilities.
+
+        `bulk` windows are taken only when no live one is waiting.
+        """
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((waveform, num_samples, future))
+        self._queue.put_nowait((bulk, next(self._arrivals), waveform, num_samples, future))
         return future
 
     async def _serve(self) -> None:
@@ -106,7 +114,7 @@ class MicroBatcher:
                         break
                 else:
                     batch.append(self._queue.get_nowait())
-            batch = [item for item in batch if not item[2].done()]  # Drops windows of streams that went away.
+            batch = [item[2:] for item in batch if not item[4].done()]  # Drops windows of streams that went away.
             if not batch:
                 self._slots.release()
                 continue

@@ -5,7 +5,7 @@ reads, at any rate and channel count. The answer is what `Predictor.predict` ret
 (the whole-clip path of evaluation, run beside the batcher so a compile for a new clip length never
 stalls the streams), plus `duration_s` and, for clips longer than the model's window, `segments`:
 consecutive windows [0, w), [w, 2w), ..., the last one ending at the clip's end, each classified by
-the micro-batcher together with the streams' windows.
+the micro-batcher together with the streams' windows (after them: the streams are live).
 
 Problems are 4xx JSON `{"error": why, "status": code}`: 400 empty or no `file` field, 413 over the
 size limit, 415 undecodable, 422 unusable audio (NaN, silent, too short), 503 when the server is at
@@ -112,7 +112,7 @@ async def _classify(service: Service, wave: np.ndarray, duration: float) -> dict
     loop = asyncio.get_running_loop()
     whole = loop.run_in_executor(service.clips, lambda: predictor.probabilities([predictor.log_mel(wave)])[0])
     starts = segment_starts(wave.size, window) if wave.size > window else []
-    segments = [service.batcher.submit(wave[s:s + window], window) for s in starts]
+    segments = [service.batcher.submit(wave[s:s + window], window, bulk=True) for s in starts]
     result = {**predictor.result(await whole), "duration_s": duration}
     if starts:
         sr = service.sample_rate
