@@ -4,8 +4,9 @@
 
 Settings (each a server in its own process: `ser_jax.serve` with the default model and random
 weights unless --workdir, which cost the same):
-  batched            windows gathered into calls of up to 8 (buckets 1, 2, 4, 8), 2 ms wait bound
-  batched_2_threads  the same, with up to two model calls at once (the server's default)
+  batched            the server's defaults: windows gathered into calls of up to 8 (buckets 1, 2, 4,
+                     8), 2 ms wait bound, one model call at a time
+  batched_2_threads  the same, with up to two model calls at once
   unbatched          one window per call
 For each client count N the clients stream for --seconds: every 0.5 s hop each sends that hop's
 audio (s16le, 16 kHz) and times its estimate; they start spread over one hop, as independent

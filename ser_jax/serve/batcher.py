@@ -27,7 +27,7 @@ import numpy as np
 # On 2 CPU cores the default model classifies about as many windows per second at batch 2-8 as at 1
 # (more calls, not cheaper arithmetic, is what batching saves there) and fewer at 16 (README, Serving).
 BUCKETS = (1, 2, 4, 8)
-WORKERS = 2  # Model calls at once: the next batch starts while one finishes, so the model never waits.
+WORKERS = 1  # Model calls at once; 2 showed no consistent gain on 2 shared cores (README, Serving).
 MAX_WAIT_S = 0.002
 
 
