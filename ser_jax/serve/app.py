@@ -56,7 +56,6 @@ def create_app(service: Service) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        service.uploads = asyncio.Semaphore(service.limits.max_uploads)
         service.version = await asyncio.to_thread(model_version, service.predictor)
         await asyncio.to_thread(service.batcher.warm_up)
         service.batcher.start()

@@ -32,14 +32,17 @@ class Service:
     window_samples: int
     hop_samples: int
     source: str  # Where the model came from (a workdir), for GET /v1/model.
-    version: str = ""
+    version: str = ""  # A hash of the weights (model_version), computed at start-up.
     streams: set = dataclasses.field(default_factory=set)  # Open `StreamSession`s.
     draining: bool = False  # Set on SIGTERM: new work is refused while open streams finish.
     # Whole-clip predictions run here, one at a time, beside the batcher's window calls: a clip of a new
     # length compiles the clip function, which must not stall the streams.
     clips: ThreadPoolExecutor = dataclasses.field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="clips"))
-    uploads: asyncio.Semaphore | None = None  # Created in the event loop (see app.lifespan).
+    uploads: asyncio.Semaphore = dataclasses.field(init=False)  # At most `limits.max_uploads` at once.
+
+    def __post_init__(self):
+        self.uploads = asyncio.Semaphore(self.limits.max_uploads)
 
     @classmethod
     def create(cls, predictor: Predictor, source: str, *, window_s: float = 3.0, hop_s: float = 0.5,
