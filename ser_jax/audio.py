@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import struct
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -23,25 +25,28 @@ class AudioError(ValueError):
         self.path, self.reason = path, reason
 
 
-def _wav_truncation(path: str) -> str | None:
-    """libsndfile silently reads what is there of a cut-off WAV; compare with the header instead."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+def _wav_truncation(f: BinaryIO) -> str | None:
+    """libsndfile silently reads what is there of a cut-off WAV; compare with the header instead.
+
+    `f` is a seekable binary file at its start; it is left at an arbitrary position.
+    """
+    head = f.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    endian = "<" if head[:4] == b"RIFF" else ">"
+    size = f.seek(0, os.SEEK_END)
+    f.seek(12)
+    while True:
+        chunk = f.read(8)
+        if len(chunk) < 8:
             return None
-        endian = "<" if head[:4] == b"RIFF" else ">"
-        size = os.fstat(f.fileno()).st_size
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            cid, length = chunk[:4], struct.unpack(endian + "I", chunk[4:])[0]
-            if cid == b"data":
-                available = size - f.tell()
-                if length != 0xFFFFFFFF and length > available:
-                    return f"truncated: header declares {length} data bytes, file holds {available}"
-                return None
-            f.seek(length + (length & 1), os.SEEK_CUR)
+        cid, length = chunk[:4], struct.unpack(endian + "I", chunk[4:])[0]
+        if cid == b"data":
+            available = size - f.tell()
+            if length != 0xFFFFFFFF and length > available:
+                return f"truncated: header declares {length} data bytes, file holds {available}"
+            return None
+        f.seek(length + (length & 1), os.SEEK_CUR)
 
 
 def find_audio_files(folder: str) -> list[str]:
@@ -59,14 +64,31 @@ def load_audio(path: str, sample_rate: int, *, min_samples: int = 1) -> np.ndarr
     try:
         if os.path.getsize(path) == 0:
             raise AudioError(path, "empty file (0 bytes)")
-        if path.lower().endswith(".wav") and (problem := _wav_truncation(path)):
-            raise AudioError(path, problem)
+        if path.lower().endswith(".wav"):
+            with open(path, "rb") as f:
+                if problem := _wav_truncation(f):
+                    raise AudioError(path, problem)
         data, sr = sf.read(path, dtype="float32", always_2d=True)
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(path, f"unreadable audio ({e})") from e
     return prepare_waveform(data, sr, sample_rate, path, min_samples=min_samples)
+
+
+def decode_audio(data: bytes, name: str = "<upload>") -> tuple[np.ndarray, int]:
+    """Encoded audio held in memory (any format libsndfile reads) -> ((samples, channels) float32, rate).
+
+    Raises AudioError for empty, truncated (WAV) or undecodable bytes; `prepare_waveform` checks the rest.
+    """
+    if not data:
+        raise AudioError(name, "empty file (0 bytes)")
+    if problem := _wav_truncation(io.BytesIO(data)):
+        raise AudioError(name, problem)
+    try:
+        return sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(name, f"unreadable audio ({e})") from e
 
 
 def prepare_waveform(data: np.ndarray, sr: int, sample_rate: int, name: str = "<waveform>", *,

@@ -25,7 +25,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from ser_jax.model_info import FILE as MODEL_INFO_FILE
 from ser_jax.model_info import ModelInfo
 from ser_jax.models import create_model
 from ser_jax.trained_model import TrainedModel

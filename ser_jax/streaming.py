@@ -9,8 +9,8 @@ length, which gives the same features as that shorter clip alone. The classifier
 an exported model from `ser_jax.serving.load_exported`.
 
 Sources of chunks: `file_chunks` (a decoded file, as fast as possible or paced at real speed),
-`raw_pcm_chunks` (raw s16le/f32le PCM from a pipe, resampled on the fly) and `microphone_chunks`
-(needs the optional `sounddevice` package).
+`raw_pcm_chunks` (raw s16le/f32le PCM from a pipe, resampled on the fly by a `PcmDecoder`, which the
+server's WebSocket streams use too) and `microphone_chunks` (needs the optional `sounddevice` package).
 """
 
 from __future__ import annotations
@@ -39,9 +39,24 @@ class Estimate:
                 "probabilities": self.probabilities}
 
 
+@dataclasses.dataclass(frozen=True)
+class DueWindow:
+    """A window that fell due, not yet classified: what a batching server queues for the model."""
+    waveform: np.ndarray  # (window,) float32, zero-padded past num_samples.
+    num_samples: int
+    heard: int  # Samples heard when it fell due (the window's end).
+
+
 class StreamingClassifier:
-    def __init__(self, classify: Callable, class_names: Sequence[str], *, sample_rate: int, window_samples: int,
-                 hop_samples: int, smoothing: int = 1, min_samples: int = 1):
+    """Sliding windows over a stream, classified by `classify` (see the module docstring).
+
+    `push`/`flush` classify each window as it falls due. A caller that classifies windows itself (the
+    server batches many streams' windows into one model call) uses `windows`/`final_window` and hands
+    each window's probabilities back, in order, to `estimate`; `classify` may then be None.
+    """
+
+    def __init__(self, classify: Callable | None, class_names: Sequence[str], *, sample_rate: int,
+                 window_samples: int, hop_samples: int, smoothing: int = 1, min_samples: int = 1):
         if window_samples <= 0 or hop_samples <= 0 or smoothing < 1:
             raise ValueError("window and hop must be positive and smoothing at least 1")
         self.classify, self.class_names = classify, tuple(class_names)
@@ -51,10 +66,24 @@ class StreamingClassifier:
         self._buffer = np.zeros(0, np.float32)  # The last <= window samples heard.
         self._heard = 0
         self._next = hop_samples  # Sample count at which the next estimate is due.
-        self._last = 0  # Sample count of the last estimate.
+        self._last = 0  # Sample count of the last window taken.
+
+    @property
+    def heard(self) -> int:
+        """Samples fed so far."""
+        return self._heard
 
     def push(self, samples: np.ndarray) -> list[Estimate]:
         """Feeds mono samples; returns the estimates that fell due (one per hop boundary crossed)."""
+        return [self._classified(w) for w in self.windows(samples)]
+
+    def flush(self) -> list[Estimate]:
+        """At the end of a stream: an estimate of the last window if audio arrived since the last one."""
+        window = self.final_window()
+        return [self._classified(window)] if window else []
+
+    def windows(self, samples: np.ndarray) -> list[DueWindow]:
+        """Feeds mono samples; returns the windows that fell due, unclassified."""
         samples = np.asarray(samples, np.float32).reshape(-1)
         out = []
         while samples.size:
@@ -63,27 +92,35 @@ class StreamingClassifier:
             self._heard += take
             samples = samples[take:]
             if self._heard == self._next:
-                out.append(self._estimate())
+                out.append(self._take())
                 self._next += self.hop
         return out
 
-    def flush(self) -> list[Estimate]:
-        """At the end of a stream: an estimate of the last window if audio arrived since the last one."""
+    def final_window(self) -> DueWindow | None:
+        """At the end of a stream: the last window if audio arrived since the last one (and enough of it)."""
         if self._heard > self._last and self._buffer.size >= self.min_samples:
-            return [self._estimate()]
-        return []
+            return self._take()
+        return None
 
-    def _estimate(self) -> Estimate:
-        n = self._buffer.size
-        window = np.zeros((1, self.window), np.float32)
-        window[0, :n] = self._buffer
-        probs = np.asarray(self.classify(window, np.array([n], np.int32)), np.float64)[0]
-        self._recent.append(probs)
+    def estimate(self, window: DueWindow, probabilities: np.ndarray) -> Estimate:
+        """A window's (classes,) probabilities -> its estimate, smoothed over the previous ones."""
+        self._recent.append(np.asarray(probabilities, np.float64))
         smoothed = np.mean(self._recent, axis=0)
-        self._last = self._heard
-        return Estimate(time=self._heard / self.sample_rate, start=(self._heard - n) / self.sample_rate,
+        n = window.num_samples
+        return Estimate(time=window.heard / self.sample_rate, start=(window.heard - n) / self.sample_rate,
                         label=self.class_names[int(smoothed.argmax())],
                         probabilities={c: float(p) for c, p in zip(self.class_names, smoothed)})
+
+    def _take(self) -> DueWindow:
+        n = self._buffer.size
+        waveform = np.zeros(self.window, np.float32)
+        waveform[:n] = self._buffer
+        self._last = self._heard
+        return DueWindow(waveform, n, self._heard)
+
+    def _classified(self, window: DueWindow) -> Estimate:
+        probs = self.classify(window.waveform[None], np.array([window.num_samples], np.int32))
+        return self.estimate(window, np.asarray(probs)[0])
 
 
 def run(stream: StreamingClassifier, chunks: Iterable[np.ndarray], *, flush: bool = True) -> Iterator[Estimate]:
@@ -112,7 +149,37 @@ def _resampler(rate: int, sample_rate: int):
     return soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") if rate != sample_rate else None
 
 
-_FORMATS = {"s16le": (np.dtype("<i2"), 1 / 32768.0), "f32le": (np.dtype("<f4"), 1.0)}
+PCM_FORMATS = {"s16le": (np.dtype("<i2"), 1 / 32768.0), "f32le": (np.dtype("<f4"), 1.0)}
+
+
+class PcmDecoder:
+    """Interleaved raw PCM bytes, in pieces of any size -> mono float32 at `sample_rate`.
+
+    A partial frame at the end of a piece is kept for the next; resampling is streamed, so pieces
+    decode as the whole would.
+    """
+
+    def __init__(self, rate: int, fmt: str, channels: int, sample_rate: int):
+        if fmt not in PCM_FORMATS:
+            raise ValueError(f"raw PCM format must be one of {sorted(PCM_FORMATS)}, got {fmt!r}")
+        if rate <= 0 or channels <= 0:
+            raise ValueError(f"rate and channels must be positive, got rate {rate} and {channels} channels")
+        self.dtype, self.scale = PCM_FORMATS[fmt]
+        self.channels = channels
+        self.frame = self.dtype.itemsize * channels
+        self._resampler = _resampler(rate, sample_rate)
+        self._pending = b""
+
+    def decode(self, data: bytes, *, last: bool = False) -> np.ndarray:
+        """The mono samples `data` completes; `last` flushes the resampler at the end of the stream."""
+        data = self._pending + data
+        usable = len(data) - len(data) % self.frame
+        self._pending = data[usable:]
+        x = np.frombuffer(data[:usable], self.dtype).astype(np.float32) * np.float32(self.scale)
+        x = x.reshape(-1, self.channels).mean(axis=1)
+        if self._resampler is not None:
+            x = self._resampler.resample_chunk(x, last=last)
+        return x.astype(np.float32, copy=False)
 
 
 def raw_pcm_chunks(stream: BinaryIO, rate: int, fmt: str, channels: int, sample_rate: int, *,
@@ -121,26 +188,14 @@ def raw_pcm_chunks(stream: BinaryIO, rate: int, fmt: str, channels: int, sample_
 
     Chunks are yielded as soon as they are read (so a live pipe stays live); resampling is streamed.
     """
-    if fmt not in _FORMATS:
-        raise ValueError(f"raw PCM format must be one of {sorted(_FORMATS)}, got {fmt!r}")
-    dtype, scale = _FORMATS[fmt]
-    frame = dtype.itemsize * channels
+    decoder = PcmDecoder(rate, fmt, channels, sample_rate)
     read = getattr(stream, "read1", stream.read)  # read1: return what the pipe has, not wait for a full chunk.
-    resampler = _resampler(rate, sample_rate)
-    pending = b""
     while True:
-        data = read(chunk_samples * frame)
-        last = not data
-        data = pending + data
-        usable = len(data) - len(data) % frame
-        pending = data[usable:]
-        x = np.frombuffer(data[:usable], dtype).astype(np.float32) * np.float32(scale)
-        x = x.reshape(-1, channels).mean(axis=1)
-        if resampler is not None:
-            x = resampler.resample_chunk(x, last=last)
+        data = read(chunk_samples * decoder.frame)
+        x = decoder.decode(data, last=not data)
         if x.size:
-            yield x.astype(np.float32, copy=False)
-        if last:
+            yield x
+        if not data:
             return
 
 

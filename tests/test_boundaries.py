@@ -12,8 +12,8 @@ PREPARES_ON_DEMAND = "ser_jax/datasets.py"  # The one place a training run calls
 # ser_jax's layers, lowest first; a module imports from its own layer or lower ones (README, Layout).
 LAYERS = {
     "leaves": ["features", "audio", "dataset_format", "tables"],
-    "inference": ["classify", "predictor", "pretrained", "trained_model", "checkpoints", "model_info", "mesh", "batching",
-                  "config_files", "models", "streaming", "export", "serving", "predict"],
+    "inference": ["classify", "predictor", "pretrained", "trained_model", "checkpoints", "model_info", "mesh",
+                  "batching", "config_files", "models", "streaming", "export", "serving", "predict", "serve"],
     "evaluation": ["evaluate", "input_pipeline", "metrics", "reports", "metric_writers"],
     "training": ["main", "train", "datasets", "augment", "compare", "__init__"],
 }

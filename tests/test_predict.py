@@ -1,7 +1,7 @@
 """Deployment: whole-file prediction, streaming, the JAX frontend, export and the command line.
 
-One tiny model is trained once (module fixture) on a synthetic corpus of two clearly different
-emotions (angry vs sad), so label checks are reliable; everything else compares numbers.
+One tiny model, trained once per session (conftest.py) on a synthetic corpus of two clearly
+different emotions (angry vs sad), so label checks are reliable; everything else compares numbers.
 """
 
 import ast
@@ -20,9 +20,8 @@ import soundfile as sf
 import tensorflow_datasets as tfds
 from flax import nnx
 
-from configs.base import get_base_config
 from data_prep.corpora import synthetic
-from ser_jax import classify, evaluate, export, input_pipeline, serving, streaming, train
+from ser_jax import classify, evaluate, export, input_pipeline, serving, streaming
 from ser_jax.features import FeatureConfig, log_mel
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
@@ -31,30 +30,13 @@ from ser_jax.predictor import Predictor
 from ser_jax.trained_model import TrainedModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EMOTIONS = ("angry", "sad")
 WINDOW_S, HOP_S = 3.0, 0.5
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A workdir trained on angry vs sad (6 speakers: 4 train, 1 validation, 1 test); ~20 s."""
-    root = tmp_path_factory.mktemp("predict")
-    source = str(root / "corpus")
-    synthetic.write_corpus(source, "ravdess", n_speakers=6, utterances_per_emotion=3, emotions=EMOTIONS)
-    c = get_base_config()
-    c.data.data_dir, c.data.source_dir = str(root / "data"), source
-    c.data.max_frames, c.data.worker_threads = 150, 1
-    c.model.channels, c.model.lstm_hidden, c.model.attention_dim, c.model.dropout = (8,), 16, 8, 0.0
-    # The label checks need two emotions told apart after 24 steps, which a tiny model does more
-    # reliably on loudness (dataset normalisation) than on the shape of its spectrum alone.
-    c.model.input_norm = "dataset"
-    c.train.batch_size, c.train.eval_batch_size, c.train.num_epochs = 8, 8, 8
-    c.train.log_every_steps, c.train.keep_best = 1000, 1
-    c.optim.warmup_steps, c.optim.lr, c.optim.ema_decay = 2, 3e-3, 0.0  # 24 steps: too few to average.
-    c.augment.spec_augment = False
-    workdir = str(root / "workdir")
-    train.train_and_evaluate(c, workdir)
-    return workdir
+def trained(angry_sad_workdir):
+    """The session's tiny angry-vs-sad workdir (conftest.py)."""
+    return angry_sad_workdir
 
 
 @pytest.fixture(scope="module")
