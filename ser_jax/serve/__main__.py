@@ -16,6 +16,8 @@ from ser_jax.serve.service import Service
 
 def load_predictor(args: argparse.Namespace) -> tuple[Predictor, str]:
     """The model to serve and where it came from; the one place a new model source plugs in."""
+    if args.model:
+        return Predictor.from_pretrained(args.model), f"packaged model {args.model}"
     return Predictor.from_workdir(args.workdir, args.checkpoint), f"{args.workdir} ({args.checkpoint} checkpoint)"
 
 
@@ -32,7 +34,9 @@ def _buckets(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ser_jax.serve", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--workdir", required=True, help="training workdir (model_info.json, config.json, checkpoints/)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="training workdir (model_info.json, config.json, checkpoints/)")
+    source.add_argument("--model", help="a model packaged with ser_jax (`python -m ser_jax.pretrained` lists them)")
     p.add_argument("--checkpoint", default="best", help="'best', 'latest' or a step number")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
