@@ -39,8 +39,8 @@ flags.DEFINE_float("hop_ms", _DEFAULT_FEATURES.hop_ms, "Hop between frames.")
 flags.DEFINE_integer("n_fft", None, "FFT size (default: the next power of two >= the window).")
 flags.DEFINE_float("fmin", _DEFAULT_FEATURES.fmin, "Lowest mel frequency.")
 flags.DEFINE_float("fmax", None, "Highest mel frequency (default: Nyquist).")
-flags.DEFINE_float("trim_db", None, "Cut leading/trailing audio this many dB below each clip's loudest frame "
-                   "(default: keep it all).")
+flags.DEFINE_float("trim_db", _DEFAULT_FEATURES.trim_db, "Cut leading/trailing audio this many dB below each "
+                   "clip's loudest frame (0: keep it all).")
 
 
 def format_counts(counts: dict[str, dict[str, int]]) -> str:

@@ -20,16 +20,19 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
+    """The frontend's settings; the defaults are the recommended ones (what configs/base.py trains on
+    and `python -m data_prep` prepares)."""
+
     sample_rate: int = 16000
-    n_mels: int = 80
+    n_mels: int = 40
     window_ms: float = 25.0
     hop_ms: float = 10.0
     n_fft: int | None = None  # None: the next power of two >= the window.
     fmin: float = 0.0
     fmax: float | None = None  # None: sample_rate / 2.
     amin: float = 1e-10
-    # Whole clips lose leading/trailing audio this many dB below their loudest frame (None: kept).
-    trim_db: float | None = None
+    # Whole clips lose leading/trailing audio this many dB below their loudest frame (None or 0: kept).
+    trim_db: float | None = 40.0
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> "FeatureConfig":

@@ -21,7 +21,7 @@ from ser_jax.features import FeatureConfig
 from ser_jax.input_pipeline import open_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FEATURES = FeatureConfig(n_mels=24)
+FEATURES = FeatureConfig(n_mels=24, trim_db=None)  # Untrimmed: stored lengths are the clips' own.
 
 
 @pytest.fixture(scope="module")
