@@ -168,7 +168,8 @@ def test_model_health_and_page(server, predictor):
 
 def test_stream_gives_the_estimates_of_predict_stream_for_a_file(server, angry_sad_workdir, predictor, clips,
                                                                   tmp_path):
-    wave = np.concatenate([clips["sad"], clips["angry"]])
+    # 2.4 s sad, then 4.1 s angry: the first windows hear sad only, the last one angry only.
+    wave = np.concatenate([clips["sad"], clips["angry"], synthetic.synthesize("angry", 9, 1, sample_rate=SR)])
     path = str(tmp_path / "sad_then_angry.wav")
     sf.write(path, wave, SR, subtype="PCM_16")
     out = tmp_path / "cli.jsonl"

@@ -176,7 +176,7 @@ def test_evaluation_reports_metrics_and_leaves_out_unknown_labels(tmp_path, data
     synthetic.write_corpus(str(source), "emodb", n_speakers=2, utterances_per_emotion=1)
     prepared = tmp_path / "prepared"
     subprocess.run([sys.executable, "-m", "data_prep", "--corpus=emodb", f"--source_dir={source}",
-                    f"--data_dir={prepared}", "--split=all", "--n_mels=24", "--trim_db=40"], cwd=REPO, check=True,
+                    f"--data_dir={prepared}", "--split=all", "--n_mels=24"], cwd=REPO, check=True,
                    capture_output=True)
     with config.unlocked():
         config.eval.update(data_dir=str(prepared), corpus="emodb", split="all", output_dir=str(tmp_path / "out"))
@@ -196,7 +196,8 @@ def test_evaluation_reports_metrics_and_leaves_out_unknown_labels(tmp_path, data
 
     # A dataset prepared with other features than the model's is refused, not silently misread.
     subprocess.run([sys.executable, "-m", "data_prep", "--corpus=emodb", f"--source_dir={source}",
-                    f"--data_dir={tmp_path / 'untrimmed'}", "--split=all", "--n_mels=24"], cwd=REPO, check=True,
+                    f"--data_dir={tmp_path / 'untrimmed'}", "--split=all", "--n_mels=24", "--trim_db=0"], cwd=REPO,
+                   check=True,
                    capture_output=True)
     with config.unlocked():
         config.eval.update(data_dir=str(tmp_path / "untrimmed"), classes="")
