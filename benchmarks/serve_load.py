@@ -53,7 +53,7 @@ SETTINGS = {"batched": ["--buckets", "1,2,4,8", "--max_wait_ms", "2", "--model_t
 def _predictor(workdir: str | None):
     from latency import _predictor as latency_predictor  # The same default model latency.py times.
 
-    return latency_predictor(workdir)
+    return latency_predictor(workdir, os.path.join(REPO, "configs", "cnn_bilstm.py"))
 
 
 def serve_child(args) -> None:

@@ -9,6 +9,10 @@ import numpy as np
 from ser_jax.dataset_format import MIN_FOLDS, fold_name
 
 
+class TooFewSpeakers(ValueError):
+    """A corpus has too few speakers for the split asked of it (TESS has two)."""
+
+
 def _interleaved_speakers(genders: Mapping[str, str], seed: int) -> list[str]:
     """Speakers in a seeded order that alternates genders, so any prefix is gender-balanced."""
     rng = np.random.default_rng(seed)
@@ -27,11 +31,11 @@ def speaker_splits(genders: Mapping[str, str], *, validation_fraction: float = 0
     """Speaker -> "train" | "validation" | "test"; at least one speaker in each."""
     n = len(genders)
     if n < 3:
-        raise ValueError(f"A speaker-independent split needs at least 3 speakers, this corpus has {n}")
+        raise TooFewSpeakers(f"A speaker-independent split needs at least 3 speakers, this corpus has {n}")
     n_test = max(1, round(test_fraction * n))
     n_val = max(1, round(validation_fraction * n))
     if n_test + n_val >= n:
-        raise ValueError(f"{n} speakers are too few for {n_val} validation and {n_test} test speakers")
+        raise TooFewSpeakers(f"{n} speakers are too few for {n_val} validation and {n_test} test speakers")
     order = _interleaved_speakers(genders, seed)
     return {s: "test" if i < n_test else "validation" if i < n_test + n_val else "train"
             for i, s in enumerate(order)}
@@ -40,6 +44,6 @@ def speaker_splits(genders: Mapping[str, str], *, validation_fraction: float = 0
 def speaker_folds(genders: Mapping[str, str], folds: int, *, seed: int = 0) -> dict[str, str]:
     """Speaker -> "fold{i}", k folds of (near) equal speaker count and gender mix."""
     if not MIN_FOLDS <= folds <= len(genders):
-        raise ValueError(f"--folds must be between {MIN_FOLDS} and the number of speakers ({len(genders)}), "
+        raise TooFewSpeakers(f"--folds must be between {MIN_FOLDS} and the number of speakers ({len(genders)}), "
                          f"got {folds}")
     return {s: fold_name(i % folds) for i, s in enumerate(_interleaved_speakers(genders, seed))}

@@ -66,15 +66,13 @@ def _settings(config: ml_collections.ConfigDict, corpus: str, train_only: bool):
 
 
 def _prepare(config: ml_collections.ConfigDict, corpus: str, train_only: bool, root: str, source_dir: str) -> None:
-    from data_prep import builder
+    from data_prep import builder, splits
 
     try:
         builder.prepare(_settings(config, corpus, train_only), root, source_dir or None)
-    except ValueError as e:
-        if "speakers" in str(e) and not train_only:
-            raise ValueError(f"{corpus}: {e}. To train on all of it without evaluating on it, add it to "
-                             f"config.data.train_only (e.g. --config.data.train_only={corpus})") from e
-        raise
+    except splits.TooFewSpeakers as e:
+        raise ValueError(f"{corpus}: {e}. To train on all of it without evaluating on it, add it to "
+                         f"config.data.train_only (e.g. --config.data.train_only={corpus})") from e
 
 
 def training_data(config: ml_collections.ConfigDict, workdir: str) -> list[CorpusData]:
