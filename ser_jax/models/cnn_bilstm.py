@@ -38,11 +38,13 @@ class ConvBlock(nnx.Module):
         return self.dropout(x, deterministic=not train, rngs=rngs), (lengths + 1) // 2
 
 
-class ConvFrontEnd(nnx.Module):
-    """Input normalisation and the conv blocks: the front-end every model on the log-Mel image shares.
+class LogMelClassifier(nnx.Module):
+    """What every model on the log-Mel image shares: input normalisation and the conv blocks in front
+    (`front_end`), pooling over valid frames and the softmax head at the end (`pooled_logits`); a
+    model puts its sequence encoder in between.
 
-    A base class rather than a submodule, so that the parameters keep their checkpoint paths
-    (`blocks/0/conv/kernel`, ...) in the models that build on it.
+    A base class rather than submodules, so that the parameters keep their checkpoint paths
+    (`blocks/0/conv/kernel`, `head/kernel`, ...) in the models that build on it.
     """
 
     def __init__(self, n_mels: int, channels: Sequence[int], *, dropout: float, input_norm: str, dtype: str,
@@ -71,23 +73,34 @@ class ConvFrontEnd(nnx.Module):
             x = x.reshape(*x.shape[:2], -1)
         return x, lengths
 
+    def build_head(self, features: int, num_classes: int, *, pooling: str, attention_dim: int, dropout: float,
+                   rngs: nnx.Rngs) -> None:
+        if pooling not in ("attention", "mean"):
+            raise ValueError(f"model.pooling must be 'attention' or 'mean', got {pooling!r}")
+        self.pool = (AttentionPooling(features, attention_dim, dtype=self.dtype, rngs=rngs)
+                     if pooling == "attention" else None)
+        self.dropout = nnx.Dropout(dropout)
+        self.head = nnx.Linear(features, num_classes, dtype=self.dtype, rngs=rngs)
 
-class Model(ConvFrontEnd):
+    def pooled_logits(self, x: jax.Array, mask: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
+        """(batch, frames, features) and the valid-frame mask -> (batch, classes) float32 logits."""
+        pooled = self.pool(x, mask) if self.pool is not None else masked_mean(x, mask)
+        pooled = self.dropout(pooled.astype(self.dtype), deterministic=not train, rngs=rngs)
+        return self.head(pooled).astype(jnp.float32)
+
+
+class Model(LogMelClassifier):
     def __init__(self, *, num_classes: int, n_mels: int, channels: Sequence[int] = (32, 64),
                  lstm_hidden: int = 128, pooling: str = "attention", attention_dim: int = 64,
                  dropout: float = 0.3, input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
-        if pooling not in ("attention", "mean"):
-            raise ValueError(f"model.pooling must be 'attention' or 'mean', got {pooling!r}")
         if not channels and not lstm_hidden:
             raise ValueError("a model needs conv channels, an LSTM, or both")
         super().__init__(n_mels, channels, dropout=dropout, input_norm=input_norm, dtype=dtype, rngs=rngs)
         dtype = self.dtype
         features = self.frame_features
         self.lstm = BiLSTM(features, lstm_hidden, dtype=dtype, rngs=rngs) if lstm_hidden else None
-        features = 2 * lstm_hidden if lstm_hidden else features
-        self.pool = AttentionPooling(features, attention_dim, dtype=dtype, rngs=rngs) if pooling == "attention" else None
-        self.dropout = nnx.Dropout(dropout)
-        self.head = nnx.Linear(features, num_classes, dtype=dtype, rngs=rngs)
+        self.build_head(2 * lstm_hidden if lstm_hidden else features, num_classes, pooling=pooling,
+                        attention_dim=attention_dim, dropout=dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
@@ -96,6 +109,4 @@ class Model(ConvFrontEnd):
         mask = length_mask(lengths, x.shape[1])
         if self.lstm is not None:
             x = self.lstm(x, lengths)
-        pooled = self.pool(x, mask) if self.pool is not None else masked_mean(x, mask)
-        pooled = self.dropout(pooled.astype(self.dtype), deterministic=not train, rngs=rngs)
-        return self.head(pooled).astype(jnp.float32)
+        return self.pooled_logits(x, mask, train=train, rngs=rngs)

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ser_jax.models.cnn_bilstm import ConvFrontEnd
-from ser_jax.models.layers import AttentionPooling, length_mask, masked_mean
+from ser_jax.models.cnn_bilstm import LogMelClassifier
+from ser_jax.models.layers import length_mask
 
 _HALF_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
@@ -116,13 +116,11 @@ class ConformerBlock(nnx.Module):
         return x + 0.5 * self.ff2(x, train=train, rngs=rngs)
 
 
-class Model(ConvFrontEnd):
+class Model(LogMelClassifier):
     def __init__(self, *, num_classes: int, n_mels: int, channels: Sequence[int] = (32, 64), d_model: int = 96,
                  num_layers: int = 2, num_heads: int = 4, ff_mult: int = 2, conv_kernel: int = 15,
                  pooling: str = "attention", attention_dim: int = 64, dropout: float = 0.3,
                  input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
-        if pooling not in ("attention", "mean"):
-            raise ValueError(f"model.pooling must be 'attention' or 'mean', got {pooling!r}")
         if d_model % num_heads or (d_model // num_heads) % 2:
             raise ValueError(f"model.d_model={d_model} must split into model.num_heads={num_heads} heads of an "
                              "even size (rotary positions rotate pairs of features)")
@@ -132,9 +130,7 @@ class Model(ConvFrontEnd):
         self.layers = nnx.List([ConformerBlock(d_model, num_heads, ff_mult * d_model, conv_kernel, dropout=dropout,
                                                dtype=dtype, rngs=rngs) for _ in range(num_layers)])
         self.norm = nnx.LayerNorm(d_model, dtype=dtype, rngs=rngs)
-        self.pool = AttentionPooling(d_model, attention_dim, dtype=dtype, rngs=rngs) if pooling == "attention" else None
-        self.dropout = nnx.Dropout(dropout)
-        self.head = nnx.Linear(d_model, num_classes, dtype=dtype, rngs=rngs)
+        self.build_head(d_model, num_classes, pooling=pooling, attention_dim=attention_dim, dropout=dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
@@ -144,7 +140,4 @@ class Model(ConvFrontEnd):
         x = self.project(x)
         for layer in self.layers:
             x = layer(x, lengths, valid, train=train, rngs=rngs)
-        x = self.norm(x)
-        pooled = self.pool(x, valid) if self.pool is not None else masked_mean(x, valid)
-        pooled = self.dropout(pooled.astype(self.dtype), deterministic=not train, rngs=rngs)
-        return self.head(pooled).astype(jnp.float32)
+        return self.pooled_logits(self.norm(x), valid, train=train, rngs=rngs)
