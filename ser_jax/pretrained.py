@@ -110,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.set_verbosity(logging.ERROR)
     model = TrainedModel.load(args.workdir, args.checkpoint, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-    card = open(args.card).read() if args.card else None
+    card = None
+    if args.card:
+        with open(args.card) as f:
+            card = f.read()
     out = save(model, config_files.load_from_workdir(args.workdir).model, os.path.join(args.out_dir, args.name), card)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 2**20
     print(f"Packaged step {model.step} of {args.workdir} as {out} ({size:.2f} MiB)")
