@@ -25,6 +25,10 @@ def get_base_config() -> ml_collections.ConfigDict:
         test_split="test",
         max_frames=250,  # Training crops (and pads) to 2.5 s (trimmed RAVDESS: median 1.9 s): one compiled shape.
         eval_bucket_frames=100,  # Evaluation pads to a multiple of this: few compiles, little waste.
+        # TRANSDUCTIVE, off: normalise every clip by its own speaker's statistics, the validation and
+        # test speakers' from their own unlabelled audio. Figures with it are reported apart from the
+        # inductive ones, and its models are for evaluation only (prediction refuses them).
+        transductive_speaker_norm=False,
         worker_threads=2,
         # The synthetic corpus' size and seed; unset, the generator's defaults (as `python -m data_prep`).
         synthetic=ml_collections.ConfigDict(dict(

@@ -84,7 +84,8 @@ def _run(path: str, name: str, fold: int, seed: int) -> dict:
     m = report["metrics"]
     return {"config": name, "fold": fold, "seed": seed, "accuracy": m["accuracy"], "ua": m["ua"],
             "f1_macro": m["f1_macro"], "test_examples": m["num_examples"], "best_step": report["step"],
-            "seconds": round(time.perf_counter() - start, 1), "workdir": workdir}
+            "transductive": report["transductive"], "seconds": round(time.perf_counter() - start, 1),
+            "workdir": workdir}
 
 
 def main(argv):

@@ -106,8 +106,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     scored = [c.strip() for c in config.eval.classes.split(",")] if config.eval.classes else list(class_names)
     if unknown := sorted(set(scored) - set(class_names)):
         raise ValueError(f"config.eval.classes names {unknown}, which the model was not trained on: {list(class_names)}")
-    data = input_pipeline.load_eval_set([d.source(s) for d, s in targets], mean=model.info.mean,
-                                        std=model.info.std, class_names=class_names, keep=scored)
+    sources = [d.source(s) for d, s in targets]
+    # A speaker-normalised model sees each evaluated speaker through that speaker's own (unlabelled)
+    # audio: transductive, as its training recorded.
+    speaker_stats = input_pipeline.speaker_statistics(sources) if model.info.speaker_normalized else None
+    data = input_pipeline.load_eval_set(sources, mean=model.info.mean, std=model.info.std, class_names=class_names,
+                                        keep=scored, speaker_stats=speaker_stats)
     where = "; ".join(f"{d.path} split {'+'.join(s)}" for d, s in targets)
     if not len(data):
         raise ValueError(f"Nothing to evaluate in {where}: none of its emotions {sorted(data.left_out)} is in "
@@ -119,6 +123,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     report = {
         "workdir": os.path.abspath(workdir), "checkpoint": model.checkpoint, "step": model.step,
         "datasets": [{"path": d.path, "splits": s} for d, s in targets], "loss": loss,
+        "transductive": model.info.speaker_normalized,  # Each test speaker's own audio normalised it.
         "left_out": data.left_out,  # Examples whose emotion is outside the model's label set.
         "metrics": metrics.classification_metrics(data.labels, predicted, class_names),
         **{f"by_{g}": metrics.grouped_metrics(data.labels, predicted, data.metadata[g], class_names) for g in GROUPS},

@@ -81,11 +81,47 @@ def open_dataset(data_dir: str, corpus: str, config_name: str | None = None, spl
     return datasets[0]
 
 
-class _CropNormalizePad(grain.transforms.RandomMap):
-    """A random `max_frames` crop of longer clips, global normalisation, zero padding."""
+SpeakerStats = Mapping[str, tuple[np.ndarray, np.ndarray]]  # speaker_key -> per-bin (mean, std).
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray, max_frames: int, lookup: np.ndarray):
+
+def speaker_key(example: Mapping) -> str:
+    """"corpus/speaker": speaker ids are only unique within a corpus."""
+    return "/".join(v.decode() if isinstance(v, bytes) else str(v) for v in (example["corpus"], example["speaker"]))
+
+
+def speaker_statistics(sources: Sequence) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-bin mean and std of every speaker over all of its own frames in `sources`.
+
+    TRANSDUCTIVE when `sources` hold test speakers: their unlabelled audio shapes their own
+    normalisation. That is the per-speaker normalisation of the literature, which removes each
+    voice's timbre while keeping how its emotions differ from one another; its figures are
+    reported apart from the inductive ones.
+    """
+    acc: dict[str, dict] = {}
+    for ex in (source[i] for source in sources for i in range(len(source))):
+        mel = np.asarray(ex["mel"], np.float64)
+        a = acc.setdefault(speaker_key(ex), {"frames": 0, "sum": 0.0, "sumsq": 0.0})
+        a["frames"] += mel.shape[0]
+        a["sum"] = a["sum"] + mel.sum(0)
+        a["sumsq"] = a["sumsq"] + np.square(mel).sum(0)
+    return {k: fmt.normalization_from_stats(acc, [k]) for k in acc}
+
+
+def _normalized(mel: np.ndarray, example: Mapping, mean: np.ndarray, std: np.ndarray,
+                speaker_stats: SpeakerStats | None) -> np.ndarray:
+    """By the training statistics, or by the example's speaker's own when `speaker_stats` is given."""
+    if speaker_stats is not None:
+        mean, std = speaker_stats[speaker_key(example)]
+    return normalize(mel, mean, std)
+
+
+class _CropNormalizePad(grain.transforms.RandomMap):
+    """A random `max_frames` crop of longer clips, normalisation, zero padding."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, max_frames: int, lookup: np.ndarray,
+                 speaker_stats: SpeakerStats | None = None):
         self.mean, self.std, self.max_frames, self.lookup = mean, std, max_frames, lookup
+        self.speaker_stats = speaker_stats
 
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
         mel = example["mel"]
@@ -94,7 +130,7 @@ class _CropNormalizePad(grain.transforms.RandomMap):
             start = rng.integers(0, n - self.max_frames + 1)
             mel, n = mel[start:start + self.max_frames], self.max_frames
         out = np.zeros((self.max_frames, mel.shape[1]), np.float32)
-        out[:n] = normalize(mel, self.mean, self.std)
+        out[:n] = _normalized(mel, example, self.mean, self.std, self.speaker_stats)
         return {"mel": out, "lengths": np.int32(n), "label": self.lookup[example["label"]]}
 
 
@@ -122,12 +158,13 @@ class _HostRows(grain.MapDataset):
 
 def train_dataset(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str],
                   max_frames: int, global_batch: int, seed: int, weights: Sequence[float] | None = None,
-                  worker_threads: int = 2) -> grain.IterDataset:
+                  worker_threads: int = 2, speaker_stats: SpeakerStats | None = None) -> grain.IterDataset:
     """Infinite, per-epoch reshuffled batches of (global_batch / processes, max_frames, mels).
 
     Several sources (corpora) are one shuffled union, or, with `weights`, each corpus is drawn with
     its relative weight from its own reshuffled stream. Each process reads only its own rows
-    (records are fetched lazily by index).
+    (records are fetched lazily by index). With `speaker_stats`, each example is normalised by its
+    speaker's statistics instead of `mean` and `std`.
     """
     count, index = jax.process_count(), jax.process_index()
     if global_batch % count:
@@ -138,7 +175,7 @@ def train_dataset(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class
     else:
         ds = grain.MapDataset.mix([grain.MapDataset.source(s).seed(seed + i).shuffle().repeat()
                                    for i, s in enumerate(sources)], list(weights))
-    ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, fmt.label_lookup(class_names)))
+    ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, fmt.label_lookup(class_names), speaker_stats))
     ds = _HostRows(ds, global_batch, count, index).batch(global_batch // count, drop_remainder=True)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=4))
 
@@ -157,9 +194,10 @@ class EvalSet:
 
 
 def load_eval_set(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str],
-                  keep: Sequence[str] | None = None) -> EvalSet:
+                  keep: Sequence[str] | None = None, speaker_stats: SpeakerStats | None = None) -> EvalSet:
     """Every example of `sources` (data sources of one or more corpora) whose emotion the model knows
-    (and is among `keep`, when given); labels are ids into `class_names`."""
+    (and is among `keep`, when given); labels are ids into `class_names`. With `speaker_stats`, each
+    example is normalised by its speaker's statistics instead of `mean` and `std`."""
     lookup = fmt.label_lookup(class_names)
     if keep is not None:
         lookup[[fmt.EMOTIONS.index(c) for c in class_names if c not in keep]] = -1
@@ -170,7 +208,7 @@ def load_eval_set(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class
             name = fmt.EMOTIONS[ex["label"]]
             left_out[name] = left_out.get(name, 0) + 1
             continue
-        mels.append(normalize(ex["mel"], mean, std).astype(np.float32))
+        mels.append(_normalized(ex["mel"], ex, mean, std, speaker_stats).astype(np.float32))
         labels.append(label)
         for k in meta:
             meta[k].append(ex[k].decode() if isinstance(ex[k], bytes) else str(ex[k]))

@@ -26,6 +26,9 @@ class ModelInfo:
     std: np.ndarray
     # What it was trained on: {"corpus", "path" (the prepared dataset), "splits" (per role)} per corpus.
     corpora: list[dict] = dataclasses.field(default_factory=list)
+    # Trained on inputs normalised by each speaker's own statistics (data.transductive_speaker_norm):
+    # `mean` and `std` do not apply, and a speaker's clips are needed to classify any of them.
+    speaker_normalized: bool = False
 
     def save(self, workdir: str) -> str:
         path = os.path.join(workdir, FILE)

@@ -44,6 +44,10 @@ class Predictor:
 
     def __init__(self, info: ModelInfo, graphdef: nnx.GraphDef, params, batch_stats, *,
                  bucket_frames: int = BUCKET_FRAMES, batch_size: int = 16, device: jax.Device | None = None):
+        if info.speaker_normalized:
+            raise ValueError("this model was trained with transductive per-speaker normalisation "
+                             "(data.transductive_speaker_norm): it needs each speaker's other clips, so it is "
+                             "for evaluation (python -m ser_jax.main --mode=eval) only; deploy an inductive model")
         self.info = info
         self.graphdef = graphdef
         self.device = device or jax.local_devices()[0]

@@ -50,6 +50,9 @@ def _leaves(prefix: str, state: nnx.State) -> tuple[list[tuple[str, object]], ob
 def save(model: TrainedModel, model_config: ml_collections.ConfigDict, out_dir: str,
          card: str | None = None) -> str:
     """Writes `model` as a packaged model folder (replacing one that is there)."""
+    if model.info.speaker_normalized:
+        raise ValueError("a model trained with transductive per-speaker normalisation cannot be packaged: "
+                         "it needs each speaker's other clips, which prediction does not have")
     staging = out_dir.rstrip("/") + ".incomplete"
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)

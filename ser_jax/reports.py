@@ -103,7 +103,8 @@ def format_summary(report: dict) -> str:
     """Human-readable text of a report: headline figures, per-class rows and the group breakdowns."""
     m = report["metrics"]
     lines = [
-        f"examples {m['num_examples']}  accuracy {m['accuracy']:.1%}  UA {m['ua']:.1%}",
+        f"examples {m['num_examples']}  accuracy {m['accuracy']:.1%}  UA {m['ua']:.1%}"
+        + ("  (TRANSDUCTIVE: per-speaker normalisation)" if report.get("transductive") else ""),
         f"macro precision {m['precision_macro']:.1%}  recall {m['recall_macro']:.1%}  F1 {m['f1_macro']:.1%}"
         f"  weighted F1 {m['f1_weighted']:.1%}",
         "",
@@ -180,12 +181,16 @@ def write_comparison_table(rows: list[dict], out_md: str, out_csv: str) -> str:
         w.writeheader()
         w.writerows(rows)
     by_config: dict[str, list[dict]] = {}
-    for r in rows:
-        by_config.setdefault(r["config"], []).append(r)
-    lines = ["| config | folds | seeds | accuracy (mean ± std) | UA (mean ± std) |", "|---|---|---|---|---|"]
+    for r in rows:  # Transductive runs (per-speaker normalisation) are never averaged with inductive ones.
+        by_config.setdefault(r["config"] + (" (transductive)" if r.get("transductive") else ""), []).append(r)
+    lines = ["| config | folds | seeds | accuracy (mean ± std) | UA (mean ± std) | minutes per run |",
+             "|---|---|---|---|---|---|"]
     for config, runs in by_config.items():
+        seconds = [r["seconds"] for r in runs if r.get("seconds")]
+        minutes = f"{np.mean(seconds) / 60:.1f}" if seconds else "n/a"
         lines.append(f"| {config} | {len({r['fold'] for r in runs})} | {len({r['seed'] for r in runs})} "
-                     f"| {_mean_std([r['accuracy'] for r in runs])} | {_mean_std([r['ua'] for r in runs])} |")
+                     f"| {_mean_std([r['accuracy'] for r in runs])} | {_mean_std([r['ua'] for r in runs])} "
+                     f"| {minutes} |")
     md = "\n".join(lines) + "\n"
     with open(out_md, "w") as f:
         f.write(md)

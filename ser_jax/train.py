@@ -205,9 +205,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     class_names = datasets.class_names(corpora)
     mean, std = datasets.normalization(corpora)
     features = corpora[0].dataset.features
+    speaker_norm = config.data.transductive_speaker_norm
     info = model_info.ModelInfo(class_names=class_names, features=features, mean=mean, std=std,
                                 corpora=[{"corpus": c.corpus, "path": c.dataset.path, "splits": c.splits}
-                                         for c in corpora])
+                                         for c in corpora], speaker_normalized=speaker_norm)
     if jax.process_index() == 0:
         info.save(workdir)
         config_files.save_to_workdir(config, workdir)
@@ -224,12 +225,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names), mel_center_frequencies(features))
     state = steps.place_state(state)
 
+    validation = [c.dataset.source(c.splits["validation"]) for c in corpora if not c.train_only]
+    # Each speaker normalised by its own statistics (transductive for the validation speakers).
+    speaker_stats = input_pipeline.speaker_statistics(train_sources + validation) if speaker_norm else None
     train_iter = iter(input_pipeline.train_dataset(
         train_sources, mean=mean, std=std, class_names=class_names, max_frames=config.data.max_frames,
         global_batch=global_batch, seed=config.seed, weights=datasets.sampling_weights(config, corpora),
-        worker_threads=config.data.worker_threads))
-    validation = [c.dataset.source(c.splits["validation"]) for c in corpora if not c.train_only]
-    val_data = input_pipeline.load_eval_set(validation, mean=mean, std=std, class_names=class_names) if validation else None
+        worker_threads=config.data.worker_threads, speaker_stats=speaker_stats))
+    val_data = (input_pipeline.load_eval_set(validation, mean=mean, std=std, class_names=class_names,
+                                             speaker_stats=speaker_stats) if validation else None)
     mngr = checkpoints.manager(workdir, keep_best=config.train.keep_best,
                                extra_handlers={checkpoints.DATA: grain.checkpoint.CheckpointHandler()})
     if mngr.latest_step() is not None:

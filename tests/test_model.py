@@ -119,3 +119,17 @@ def test_per_utterance_normalisation_ignores_level_and_channel_and_padding():
     assert not np.allclose(_model(input_norm="dataset")(x * gain + shift, lengths), _model()(x, lengths), atol=1e-3)
     with pytest.raises(ValueError, match="input_norm"):
         _model(input_norm="speaker")
+
+
+def test_gain_normalisation_removes_the_level_but_keeps_the_spectral_shape():
+    model = _model(input_norm="gain")
+    x = jax.random.normal(jax.random.key(6), (2, 30, 17))
+    lengths = jnp.array([30, 18])
+    ref = model(x, lengths)
+    # A louder recording: every bin moved by the same amount (and the dynamics scaled alike).
+    np.testing.assert_allclose(model(1.7 * x + 3.0, lengths), ref, atol=1e-3)
+    np.testing.assert_allclose(model(jnp.pad(x, ((0, 0), (0, 9), (0, 0)), constant_values=7.0), lengths), ref,
+                               atol=1e-5)
+    # A brighter voice (more energy in the upper bins) is another input, not the same one.
+    tilt = jnp.linspace(-2.0, 2.0, 17)
+    assert not np.allclose(model(x + tilt, lengths), ref, atol=1e-2)

@@ -155,21 +155,24 @@ def test_comparison_table(tmp_path):
         {"config": "cnn", "fold": 1, "seed": 0, "accuracy": 0.60, "ua": 0.45},
         {"config": "base", "fold": 0, "seed": 1, "accuracy": 0.70, "ua": 0.65, "f1_macro": 0.6},
         {"config": "cnn", "fold": 0, "seed": 1, "accuracy": 0.65, "ua": 0.50},
+        {"config": "cnn", "fold": 0, "seed": 0, "accuracy": 0.90, "ua": 0.90, "transductive": True, "seconds": 90},
     ]
     md = write_comparison_table(rows, str(tmp_path / "t.md"), str(tmp_path / "t.csv"))
     assert (tmp_path / "t.md").read_text() == md
     lines = md.strip().splitlines()
-    assert lines[0] == "| config | folds | seeds | accuracy (mean ± std) | UA (mean ± std) |"
-    assert len(lines) == 4
+    assert lines[0] == "| config | folds | seeds | accuracy (mean ± std) | UA (mean ± std) | minutes per run |"
+    assert len(lines) == 5
     acc, ua = np.array([50.0, 60.0, 65.0]), np.array([40.0, 45.0, 50.0])
     assert lines[2] == (f"| cnn | 2 | 2 | {acc.mean():.1f} ± {acc.std(ddof=1):.1f} "
-                        f"| {ua.mean():.1f} ± {ua.std(ddof=1):.1f} |")
-    assert lines[2] == "| cnn | 2 | 2 | 58.3 ± 7.6 | 45.0 ± 5.0 |"
-    assert lines[3] == "| base | 1 | 1 | 70.0 ± n/a | 65.0 ± n/a |"
+                        f"| {ua.mean():.1f} ± {ua.std(ddof=1):.1f} | n/a |")
+    assert lines[2] == "| cnn | 2 | 2 | 58.3 ± 7.6 | 45.0 ± 5.0 | n/a |"
+    assert lines[3] == "| base | 1 | 1 | 70.0 ± n/a | 65.0 ± n/a | n/a |"
+    # A transductive run is a row of its own, never averaged into the inductive figures.
+    assert lines[4] == "| cnn (transductive) | 1 | 1 | 90.0 ± n/a | 90.0 ± n/a | 1.5 |"
 
     back = _read_dicts(tmp_path / "t.csv")
-    assert len(back) == 4
-    assert [r["config"] for r in back] == ["cnn", "cnn", "base", "cnn"]
+    assert len(back) == 5
+    assert [r["config"] for r in back] == ["cnn", "cnn", "base", "cnn", "cnn"]
     assert float(back[3]["accuracy"]) == 0.65
     assert back[2]["f1_macro"] == "0.6" and back[0]["f1_macro"] == ""
 

@@ -279,3 +279,36 @@ def test_weight_average_is_what_evaluation_and_deployment_get():
     leaves = zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(state.params))
     assert any(not np.allclose(e, p) for e, p in leaves)
     jax.tree.map(np.testing.assert_array_equal, variables["params"], state.ema_params)
+
+
+def test_transductive_speaker_normalisation_is_its_own_mode(tmp_path, data_dir, reference_run):
+    from ser_jax import input_pipeline, pretrained
+    from ser_jax.datasets import training_data
+    from ser_jax.predictor import Predictor
+
+    config = tiny_config(data_dir)
+    with config.unlocked():
+        config.data.transductive_speaker_norm = True
+        config.train.num_epochs = 1
+    workdir = str(tmp_path / "transductive")
+    train.train_and_evaluate(config, workdir)
+    (corpus,) = training_data(config, workdir)
+
+    # Every speaker, the test speaker too, is normalised by its own frames: zero mean, unit variance.
+    sources = [corpus.dataset.source(corpus.splits[role]) for role in ("train", "test")]
+    stats = input_pipeline.speaker_statistics(sources)
+    assert len(stats) == 5  # 4 training speakers and the test speaker.
+    data = input_pipeline.load_eval_set(sources, mean=np.zeros(24), std=np.ones(24), class_names=corpus.dataset.class_names(["all"]),
+                                        speaker_stats=stats)
+    for speaker in set(data.metadata["speaker"]):
+        frames = np.concatenate([m for m, s in zip(data.mels, data.metadata["speaker"]) if s == speaker])
+        np.testing.assert_allclose(frames.mean(0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(frames.std(0), 1.0, atol=1e-3)
+
+    report = evaluate.evaluate(config, workdir)
+    assert report["transductive"] and not evaluate.evaluate(tiny_config(data_dir), reference_run[0])["transductive"]
+    # It needs a speaker's other clips, which deployment never has: refused there, with the reason.
+    with pytest.raises(ValueError, match="transductive"):
+        Predictor.from_workdir(workdir)
+    with pytest.raises(ValueError, match="transductive"):
+        pretrained.save(TrainedModel.load(workdir), config.model, str(tmp_path / "packaged"))

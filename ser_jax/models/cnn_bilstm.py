@@ -12,7 +12,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ser_jax.models.layers import AttentionPooling, BiLSTM, length_mask, masked_mean, normalize_per_utterance
+from ser_jax.models.layers import (AttentionPooling, BiLSTM, length_mask, masked_mean, normalize_per_utterance,
+                                   normalize_utterance_gain)
+
+# model.input_norm -> what the model does to its (dataset-normalised) input first.
+INPUT_NORMS = {"dataset": None, "utterance": normalize_per_utterance, "gain": normalize_utterance_gain}
 
 
 class ConvBlock(nnx.Module):
@@ -49,10 +53,10 @@ class LogMelClassifier(nnx.Module):
 
     def __init__(self, n_mels: int, channels: Sequence[int], *, dropout: float, input_norm: str, dtype: str,
                  rngs: nnx.Rngs):
-        if input_norm not in ("dataset", "utterance"):
-            raise ValueError(f"model.input_norm must be 'dataset' or 'utterance', got {input_norm!r}")
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"model.input_norm must be one of {sorted(INPUT_NORMS)}, got {input_norm!r}")
         self.dtype = jnp.dtype(dtype)
-        self.per_utterance = input_norm == "utterance"
+        self.input_norm = input_norm
         ins = (1, *channels[:-1])
         self.blocks = nnx.List([ConvBlock(i, o, dropout=dropout, dtype=self.dtype, rngs=rngs)
                                 for i, o in zip(ins, channels)])
@@ -63,8 +67,8 @@ class LogMelClassifier(nnx.Module):
     def front_end(self, x: jax.Array, lengths: jax.Array, *, train: bool, rngs: nnx.Rngs | None
                   ) -> tuple[jax.Array, jax.Array]:
         """(batch, frames, mels) -> (batch, frames', frame_features) in the compute dtype, and lengths'."""
-        if self.per_utterance:
-            x = normalize_per_utterance(x.astype(jnp.float32), length_mask(lengths, x.shape[1]))
+        if (norm := INPUT_NORMS[self.input_norm]) is not None:
+            x = norm(x.astype(jnp.float32), length_mask(lengths, x.shape[1]))
         x = x.astype(self.dtype)
         if self.blocks:
             x = x[..., None]

@@ -97,3 +97,17 @@ def normalize_per_utterance(x: jax.Array, mask: jax.Array, eps: float = 1e-3) ->
     mean = (x * m).sum(1, keepdims=True) / count
     var = (jnp.square(x - mean) * m).sum(1, keepdims=True) / count
     return jnp.where(m > 0, (x - mean) * jax.lax.rsqrt(var + eps), 0.0)
+
+
+def normalize_utterance_gain(x: jax.Array, mask: jax.Array, eps: float = 1e-3) -> jax.Array:
+    """Each utterance shifted and scaled by one mean and one std over all its valid frames and bins.
+
+    Removes the recording gain alone: unlike the per-bin `normalize_per_utterance`, the shape of the
+    long-term spectrum (spectral tilt, vocal effort) and how much each band varies are kept, and
+    those carry much of what tells angry or happy from sad or calm.
+    """
+    m = mask.astype(jnp.float32)[..., None]
+    count = jnp.maximum(m.sum((1, 2), keepdims=True) * x.shape[-1], 1.0)
+    mean = (x * m).sum((1, 2), keepdims=True) / count
+    var = (jnp.square(x - mean) * m).sum((1, 2), keepdims=True) / count
+    return jnp.where(m > 0, (x - mean) * jax.lax.rsqrt(var + eps), 0.0)
