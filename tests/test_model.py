@@ -12,7 +12,8 @@ TINY = dict(name="cnn_bilstm", channels=(4, 8), lstm_hidden=8, pooling="attentio
 TINY_CONFORMER = dict(name="conformer", channels=(4,), d_model=16, num_layers=1, num_heads=2, ff_mult=2,
                       conv_kernel=5, pooling="attention", attention_dim=8, dropout=0.0)
 VARIANTS = {"cnn_bilstm": TINY, "cnn_only": {**TINY, "lstm_hidden": 0}, "lstm_only": {**TINY, "channels": ()},
-            "mean_pooling": {**TINY, "pooling": "mean"}, "conformer": TINY_CONFORMER,
+            "mean_pooling": {**TINY, "pooling": "mean"}, "stats_pooling": {**TINY, "pooling": "attention_stats"},
+            "conformer": TINY_CONFORMER,
             # Straight on the frames, the encoder itself must keep the garbage in the padding out.
             "conformer_on_frames": {**TINY_CONFORMER, "channels": ()},
             "transformer": {**TINY_CONFORMER, "conv_kernel": 0, "pooling": "mean"}}
@@ -133,3 +134,20 @@ def test_gain_normalisation_removes_the_level_but_keeps_the_spectral_shape():
     # A brighter voice (more energy in the upper bins) is another input, not the same one.
     tilt = jnp.linspace(-2.0, 2.0, 17)
     assert not np.allclose(model(x + tilt, lengths), ref, atol=1e-2)
+
+
+def test_attentive_statistics_pooling_sees_how_much_a_feature_varies():
+    from ser_jax.models.layers import AttentionPooling
+
+    pool = AttentionPooling(3, 4, with_std=True, rngs=nnx.Rngs(0))
+    mask = jnp.array([[True] * 6 + [False] * 2] * 2)
+    steady = jnp.ones((1, 8, 3))
+    swinging = jnp.array([1.0, 1.0, 0.0, 2.0, 2.0, 0.0, 9.0, 9.0])[None, :, None] * jnp.ones((1, 1, 3))
+    out = pool(jnp.concatenate([steady, swinging]), mask)
+    assert out.shape == (2, 6)
+    # The first half is the weighted mean, the second the weighted std over the 6 valid frames.
+    weights = jax.nn.softmax(pool.score(jnp.tanh(pool.score_hidden(swinging)))[0, :6, 0])
+    mean = (weights[:, None] * swinging[0, :6]).sum(0)
+    std = jnp.sqrt((weights[:, None] * jnp.square(swinging[0, :6] - mean)).sum(0))
+    np.testing.assert_allclose(out[1], jnp.concatenate([mean, std]), atol=1e-3)
+    np.testing.assert_allclose(out[0], [1, 1, 1, 0, 0, 0], atol=1e-2)

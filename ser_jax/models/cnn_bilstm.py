@@ -17,6 +17,8 @@ from ser_jax.models.layers import (AttentionPooling, BiLSTM, length_mask, masked
 
 # model.input_norm -> what the model does to its (dataset-normalised) input first.
 INPUT_NORMS = {"dataset": None, "utterance": normalize_per_utterance, "gain": normalize_utterance_gain}
+# model.pooling: a weighted mean over valid frames, that and the weighted std, or a plain mean.
+POOLINGS = ("attention", "attention_stats", "mean")
 
 
 class ConvBlock(nnx.Module):
@@ -79,12 +81,13 @@ class LogMelClassifier(nnx.Module):
 
     def build_head(self, features: int, num_classes: int, *, pooling: str, attention_dim: int, dropout: float,
                    rngs: nnx.Rngs) -> None:
-        if pooling not in ("attention", "mean"):
-            raise ValueError(f"model.pooling must be 'attention' or 'mean', got {pooling!r}")
-        self.pool = (AttentionPooling(features, attention_dim, dtype=self.dtype, rngs=rngs)
-                     if pooling == "attention" else None)
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pool = (AttentionPooling(features, attention_dim, with_std=pooling == "attention_stats", dtype=self.dtype,
+                                      rngs=rngs) if pooling != "mean" else None)
         self.dropout = nnx.Dropout(dropout)
-        self.head = nnx.Linear(features, num_classes, dtype=self.dtype, rngs=rngs)
+        self.head = nnx.Linear(2 * features if pooling == "attention_stats" else features, num_classes,
+                               dtype=self.dtype, rngs=rngs)
 
     def pooled_logits(self, x: jax.Array, mask: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
         """(batch, frames, features) and the valid-frame mask -> (batch, classes) float32 logits."""

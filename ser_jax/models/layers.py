@@ -66,9 +66,16 @@ class BiLSTM(nnx.Module):
 
 
 class AttentionPooling(nnx.Module):
-    """Softmax-weighted mean over valid frames (padded frames get exactly zero weight)."""
+    """Softmax-weighted mean over valid frames (padded frames get exactly zero weight).
 
-    def __init__(self, in_features: int, attention_dim: int, *, dtype=None, rngs: nnx.Rngs):
+    With `with_std`, the weighted standard deviation is appended (attentive statistics pooling,
+    Okabe et al., 2018): how much a feature varies over the utterance, which a mean cannot carry,
+    is what pitch range and loudness dynamics look like to the head.
+    """
+
+    def __init__(self, in_features: int, attention_dim: int, *, with_std: bool = False, dtype=None,
+                 rngs: nnx.Rngs):
+        self.with_std = with_std
         self.score_hidden = nnx.Linear(in_features, attention_dim, dtype=dtype, rngs=rngs)
         # No bias: softmax ignores a constant, so its gradient would be pure rounding noise.
         self.score = nnx.Linear(attention_dim, 1, use_bias=False, dtype=dtype, rngs=rngs)
@@ -76,7 +83,12 @@ class AttentionPooling(nnx.Module):
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         logits = self.score(jnp.tanh(self.score_hidden(x)))[..., 0].astype(jnp.float32)
         weights = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
-        return jnp.einsum("bt,btd->bd", weights, x.astype(jnp.float32))
+        x = jnp.where(mask[..., None], x.astype(jnp.float32), 0.0)
+        mean = jnp.einsum("bt,btd->bd", weights, x)
+        if not self.with_std:
+            return mean
+        var = jnp.einsum("bt,btd->bd", weights, jnp.square(x)) - jnp.square(mean)
+        return jnp.concatenate([mean, jnp.sqrt(jnp.maximum(var, 0.0) + 1e-5)], axis=-1)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
