@@ -7,7 +7,7 @@ Times the jitted window function that streaming uses (`Predictor.window_function
 frontend, normalisation and model in one compiled function), including the host->device copy of the
 waveform and the copy of the probabilities back, and the same function exported with
 `ser_jax.export` and reloaded through `ser_jax.serving`. Without --workdir the models are those of
-the --configs files (default configs/cnn_bilstm.py: channels (32, 64), BiLSTM 64, 40 mels; 8
+the --configs files (default configs/cnn_bilstm.py: channels (16, 32), BiLSTM 48, 40 mels; 8
 classes) with random weights, which time the same as trained ones; several configs are timed in one
 run, alternating, so that a machine shared with other jobs loads them alike, and each is also given
 as a ratio to the first.

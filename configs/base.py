@@ -41,14 +41,14 @@ def get_base_config() -> ml_collections.ConfigDict:
         fmax=placeholder(float), amin=1e-10,
         trim_db=40.0))  # Cut leading/trailing audio 40 dB below the loudest frame (None: keep it all).
     c.model = ml_collections.ConfigDict(dict(
-        name="cnn_bilstm", channels=(32, 64), lstm_hidden=64, pooling="attention", attention_dim=32,
-        dropout=0.1, input_norm="utterance", dtype="float32"))
+        name="cnn_bilstm", channels=(16, 32), lstm_hidden=48, pooling="attention", attention_dim=32,
+        dropout=0.1, input_norm="dataset", dtype="float32"))
     c.optim = ml_collections.ConfigDict(dict(
         lr=3e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=1e-4, grad_clip=1.0,
         ema_decay=0.99,  # >0: validate, checkpoint for inference and deploy an average of the weights.
     ))
     c.train = ml_collections.ConfigDict(dict(
-        batch_size=32, eval_batch_size=64, num_epochs=40, label_smoothing=0.1, log_every_steps=10,
+        batch_size=32, eval_batch_size=64, num_epochs=60, label_smoothing=0.1, log_every_steps=10,
         checkpoint_every_steps=0, keep_best=3))
     c.augment = ml_collections.ConfigDict(dict(
         speed=0.0,  # >0: play each example up to this much faster or slower (tempo and pitch together).
