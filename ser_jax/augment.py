@@ -1,19 +1,30 @@
 """On-device augmentation inside the jitted train step, each on/off by config: speed perturbation,
-vocal-tract-length perturbation, SpecAugment and mixup.
+vocal-tract-length perturbation, level and spectral-tilt (channel) perturbation, SpecAugment and mixup.
 
 Speed and VTLP act on the log-Mel image rather than the waveform, so the features stay precomputed:
 changing the playback speed by r divides every duration by r and multiplies every frequency by r,
 VTLP multiplies frequencies only (a longer or shorter vocal tract). Frequencies are moved through
 the true centre frequency of each mel bin, so a factor means the same thing on every part of the
-mel scale.
+mel scale. Level and tilt add decibels to each bin, converted to the normalised input's units by the
+training statistics' per-bin std: a louder or differently coloured microphone, the shift that a
+model trained on one studio mistakes for emotion on another corpus.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+
+class MelBins(NamedTuple):
+    """What the frequency and level augmentations need to know about the mel bins of the input."""
+
+    hz: np.ndarray  # Each bin's centre frequency.
+    std_db: np.ndarray  # The decibels one unit of the normalised input stands for, per bin.
 
 
 def _band_masks(key, n_masks: int, max_width: int, limit: jax.Array, size: int) -> jax.Array:
@@ -84,17 +95,34 @@ def change_speed(mel: jax.Array, lengths: jax.Array, rate: jax.Array, mel_hz: np
     return scale_frequencies(mel, rate, mel_hz), new_lengths
 
 
+def change_channel(key, mel: jax.Array, lengths: jax.Array, gain_db: float, tilt_db: float,
+                   std_db: np.ndarray) -> jax.Array:
+    """Each example's valid frames with a random level in [-gain_db, gain_db] dB added to every bin and
+    a random tilt: a slope along the mel axis from -t/2 dB at the lowest bin to +t/2 at the highest,
+    t in [-tilt_db, tilt_db]. Padding stays zero."""
+    b, t, m = mel.shape
+    kg, kt = jax.random.split(key)
+    level = jax.random.uniform(kg, (b, 1), minval=-gain_db, maxval=gain_db)
+    slope = jax.random.uniform(kt, (b, 1), minval=-tilt_db, maxval=tilt_db)
+    shift_db = level + slope * (jnp.linspace(0.0, 1.0, m)[None, :] - 0.5)
+    shift = shift_db / jnp.asarray(std_db, jnp.float32)[None, :]
+    valid = jnp.arange(t)[None, :, None] < lengths[:, None, None]
+    return jnp.where(valid, mel + shift[:, None, :], mel)
+
+
 def _factors(key, batch: int, spread: float) -> jax.Array:
     return jax.random.uniform(key, (batch,), minval=1 - spread, maxval=1 + spread)
 
 
-def apply(key, mel, lengths, targets, cfg: ml_collections.ConfigDict, mel_hz: np.ndarray):
-    """All configured augmentations; the identity when all are off. `mel_hz`: each bin's centre frequency."""
+def apply(key, mel, lengths, targets, cfg: ml_collections.ConfigDict, bins: MelBins):
+    """All configured augmentations; the identity when all are off."""
     k1, k2, k3, k4 = jax.random.split(key, 4)
     if cfg.speed:
-        mel, lengths = change_speed(mel, lengths, _factors(k3, mel.shape[0], cfg.speed), mel_hz)
+        mel, lengths = change_speed(mel, lengths, _factors(k3, mel.shape[0], cfg.speed), bins.hz)
     if cfg.vtlp:
-        mel = scale_frequencies(mel, _factors(k4, mel.shape[0], cfg.vtlp), mel_hz)
+        mel = scale_frequencies(mel, _factors(k4, mel.shape[0], cfg.vtlp), bins.hz)
+    if cfg.gain_db or cfg.tilt_db:
+        mel = change_channel(jax.random.fold_in(key, 4), mel, lengths, cfg.gain_db, cfg.tilt_db, bins.std_db)
     if cfg.spec_augment:
         mel = spec_augment(k1, mel, lengths, cfg)
     if cfg.mixup:

@@ -73,14 +73,15 @@ def _forward(graphdef, params, batch_stats, batch, *, train: bool, rng=None):
 
 
 def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                   num_classes: int, mel_hz: np.ndarray) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State]], nnx.State]:
+                   num_classes: int, mel_bins: augment.MelBins
+                   ) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State]], nnx.State]:
     """((loss, (logits, new batch_stats)), grads) on a global batch, with augmentation and dropout.
 
-    `mel_hz` (each mel bin's centre frequency) lets speed and VTLP augmentation move frequencies.
+    `mel_bins` (each bin's centre frequency and dB scale) lets augmentation move frequencies and levels.
     """
     _, aug_key, dropout_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
     mel, lengths, targets = augment.apply(aug_key, batch["mel"], batch["lengths"],
-                                          jax.nn.one_hot(batch["label"], num_classes), config.augment, mel_hz)
+                                          jax.nn.one_hot(batch["label"], num_classes), config.augment, mel_bins)
     smoothing = config.train.label_smoothing
     targets = targets * (1 - smoothing) + smoothing / num_classes
 
@@ -105,10 +106,10 @@ def update_ema(ema_params: nnx.State, params: nnx.State, step: jax.Array, decay:
 
 
 def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, num_classes: int, mel_hz: np.ndarray) -> tuple[TrainState, dict]:
+               config: ml_collections.ConfigDict, num_classes: int, mel_bins: augment.MelBins) -> tuple[TrainState, dict]:
     """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
     (loss, (logits, new_stats)), grads = loss_and_grads(state, batch, graphdef=graphdef, config=config,
-                                                        num_classes=num_classes, mel_hz=mel_hz)
+                                                        num_classes=num_classes, mel_bins=mel_bins)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     next_rng = jax.random.split(jax.random.wrap_key_data(state.rng), 3)[0]
     params = optax.apply_updates(state.params, updates)
@@ -122,12 +123,12 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: op
 class Steps:
     """The jitted train step for one mesh: state replicated, batches split along "data"."""
 
-    def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_hz):
+    def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_bins: augment.MelBins):
         self.replicated = mesh.replicated(device_mesh)
         self.batch_sharding = mesh.batch_sharding(device_mesh)
         self.train = jax.jit(
             functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, num_classes=num_classes,
-                              mel_hz=mel_hz),
+                              mel_bins=mel_bins),
             in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated,
             donate_argnums=0)
         self.evaluator = Evaluator(device_mesh, graphdef)
@@ -222,7 +223,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tx = create_optimizer(config.optim, total_steps)
     schedule = lr_schedule(config.optim, total_steps)
     graphdef, state = create_train_state(config, len(class_names), features.n_mels, tx)
-    steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names), mel_center_frequencies(features))
+    steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names),
+                  augment.MelBins(mel_center_frequencies(features), std))
     state = steps.place_state(state)
 
     validation = [c.dataset.source(c.splits["validation"]) for c in corpora if not c.train_only]

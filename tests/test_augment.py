@@ -8,6 +8,8 @@ from ser_jax.features import FeatureConfig, mel_center_frequencies
 
 FEATURES = FeatureConfig(n_mels=40)
 MEL_HZ = mel_center_frequencies(FEATURES)
+STD_DB = np.linspace(5.0, 15.0, FEATURES.n_mels).astype(np.float32)  # Bins of unequal spread, as in real data.
+BINS = augment.MelBins(MEL_HZ, STD_DB)
 
 
 def _peak_image(frames=60, peak_hz=1000.0, length=50):
@@ -45,15 +47,39 @@ def test_change_speed_shortens_the_utterance_and_raises_its_pitch():
     assert int(same_lengths[0]) == 50
 
 
-def test_apply_is_the_identity_with_everything_off_and_random_with_speed_on():
-    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.0, spec_augment=False, freq_masks=2, freq_mask_width=5,
-                                         time_masks=2, time_mask_width=5, mixup=False, mixup_alpha=0.4))
+def test_change_channel_adds_one_level_and_a_linear_tilt_in_db_to_valid_frames_only():
+    x = jax.random.normal(jax.random.key(0), (64, 30, FEATURES.n_mels))
+    lengths = jnp.full((64,), 20)
+    out = augment.change_channel(jax.random.key(3), x, lengths, gain_db=6.0, tilt_db=10.0, std_db=STD_DB)
+    shift_db = np.asarray(out - x) * STD_DB  # Back from normalised units to decibels.
+    np.testing.assert_array_equal(np.asarray(out)[:, 20:], np.asarray(x)[:, 20:])  # Padding untouched.
+    np.testing.assert_allclose(shift_db[:, 1:20], np.broadcast_to(shift_db[:, :1], shift_db[:, 1:20].shape),
+                               atol=1e-4)  # The same shift in every valid frame of an example.
+    per_bin = shift_db[:, 0]
+    level, tilt = per_bin.mean(axis=1), per_bin[:, -1] - per_bin[:, 0]
+    np.testing.assert_allclose(np.diff(per_bin, 2, axis=1), 0.0, atol=1e-4)  # Linear along the mel axis.
+    assert np.all(np.abs(level) <= 6.0) and np.all(np.abs(tilt) <= 10.0 + 1e-4)
+    assert level.std() > 2.0 and tilt.std() > 3.0  # Both actually vary between examples.
+    flat = augment.change_channel(jax.random.key(3), x, lengths, gain_db=6.0, tilt_db=0.0, std_db=STD_DB)
+    flat_db = np.asarray(flat - x)[:, 0] * STD_DB
+    np.testing.assert_allclose(flat_db, np.broadcast_to(flat_db[:, :1], flat_db.shape), atol=1e-4)
+
+
+def test_apply_is_the_identity_with_everything_off_and_random_with_each_perturbation_on():
+    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.0, gain_db=0.0, tilt_db=0.0, spec_augment=False,
+                                         freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=5,
+                                         mixup=False, mixup_alpha=0.4))
     x = jax.random.normal(jax.random.key(0), (4, 30, FEATURES.n_mels))
     lengths, targets = jnp.array([30, 20, 10, 5]), jnp.eye(4)
-    out = augment.apply(jax.random.key(1), x, lengths, targets, cfg, MEL_HZ)
+    out = augment.apply(jax.random.key(1), x, lengths, targets, cfg, BINS)
     np.testing.assert_array_equal(out[0], x)
+    for switch in ("gain_db", "tilt_db"):
+        on = cfg.copy_and_resolve_references()
+        on[switch] = 6.0
+        a = augment.apply(jax.random.key(1), x, lengths, targets, on, BINS)
+        assert not np.allclose(a[0], x), switch
     cfg.speed, cfg.vtlp = 0.2, 0.1
-    a = augment.apply(jax.random.key(1), x, lengths, targets, cfg, MEL_HZ)
-    b = augment.apply(jax.random.key(2), x, lengths, targets, cfg, MEL_HZ)
+    a = augment.apply(jax.random.key(1), x, lengths, targets, cfg, BINS)
+    b = augment.apply(jax.random.key(2), x, lengths, targets, cfg, BINS)
     assert not np.allclose(a[0], b[0])
     assert np.all(np.asarray(a[1]) >= 1) and np.all(np.asarray(a[1]) <= 30)
