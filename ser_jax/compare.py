@@ -28,7 +28,8 @@ flags.DEFINE_string("corpus", "synthetic", "Corpus name, as for data_prep.")
 flags.DEFINE_string("source_dir", "", "The corpus as downloaded (prepared into --data_dir first).")
 flags.DEFINE_string("data_dir", "", "Where the folds dataset is (or is prepared); default <workdir>/data.")
 flags.DEFINE_integer("folds", 5, "Speaker folds (>= 3).")
-flags.DEFINE_list("seeds", ["0"], "Training seeds; every fold is trained once per seed.")
+flags.DEFINE_list("seeds", ["0"], "Training seeds; every fold is trained once per seed, and with several the "
+                  "table adds a row for their ensemble (mean probabilities).")
 flags.DEFINE_list("only_folds", [], "Run just these rounds (default: all); e.g. to split the work over machines.")
 flags.DEFINE_multi_string("set", [], "Config overrides for every run, e.g. --set=train.num_epochs=20.")
 FLAGS = flags.FLAGS
@@ -85,7 +86,31 @@ def _run(path: str, name: str, fold: int, seed: int) -> dict:
     return {"config": name, "fold": fold, "seed": seed, "accuracy": m["accuracy"], "ua": m["ua"],
             "f1_macro": m["f1_macro"], "test_examples": m["num_examples"], "best_step": report["step"],
             "transductive": report["transductive"], "seconds": round(time.perf_counter() - start, 1),
-            "workdir": workdir}
+            "workdir": workdir, "predictions": os.path.join(report["output_dir"], "predictions.csv")}
+
+
+def ensemble_rows(rows: list[dict]) -> list[dict]:
+    """A row "NAME (ensemble)" per config and fold run with several seeds: the seeds' mean probabilities
+    on the test fold, scored; its seconds are those of all its runs. Runs recorded before results
+    named their predictions file are left out of it, with a warning."""
+    from ser_jax import ensemble
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["config"], r["fold"], bool(r.get("transductive"))), []).append(r)
+    out = []
+    for (name, fold, transductive), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        if unnamed := [r["workdir"] for r in runs if not r.get("predictions")]:
+            logging.warning("No ensemble for %s fold %d: %s recorded no predictions file", name, fold, unnamed)
+            continue
+        m = ensemble.ensemble_metrics([r["predictions"] for r in runs])
+        out.append({"config": f"{name} (ensemble)", "fold": fold, "seed": "+".join(str(r["seed"]) for r in runs),
+                    "accuracy": m["accuracy"], "ua": m["ua"], "f1_macro": m["f1_macro"],
+                    "test_examples": m["num_examples"], "transductive": transductive,
+                    "seconds": round(sum(r.get("seconds") or 0.0 for r in runs), 1)})
+    return out
 
 
 def main(argv):
@@ -110,6 +135,7 @@ def main(argv):
                         f.write(json.dumps(done[key]) + "\n")
                 rows.append(done[key])
     rows.sort(key=lambda r: [config_name(p) for p in FLAGS.configs].index(r["config"]))
+    rows += ensemble_rows(rows)  # With several seeds: what averaging them buys, beside the single runs.
     table = reports.write_comparison_table(rows, os.path.join(FLAGS.workdir, "comparison.md"),
                                            os.path.join(FLAGS.workdir, "comparison.csv"))
     print(table)

@@ -133,10 +133,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         report["per_corpus"] = {c: metrics.classification_metrics(data.labels[data.metadata["corpus"] == c],
                                                                   predicted[data.metadata["corpus"] == c], class_names)
                                 for c in corpora}
+    name = "+".join(f"{os.path.basename(os.path.dirname(os.path.dirname(d.path)))}_{'+'.join(s)}"
+                    for d, s in targets)  # <data_dir>/<corpus>/<config>/<version>
+    out = config.eval.output_dir or os.path.join(workdir, "eval", f"{name}_step{model.step}")
+    report["output_dir"] = os.path.abspath(out)  # Its predictions.csv is what an ensemble averages.
     if jax.process_index() == 0:
-        name = "+".join(f"{os.path.basename(os.path.dirname(os.path.dirname(d.path)))}_{'+'.join(s)}"
-                        for d, s in targets)  # <data_dir>/<corpus>/<config>/<version>
-        out = config.eval.output_dir or os.path.join(workdir, "eval", f"{name}_step{model.step}")
         files = reports.write_eval_report(out, report)
         probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
         _write_predictions(os.path.join(out, "predictions.csv"), data, probabilities, predicted, class_names)

@@ -188,7 +188,8 @@ def write_comparison_table(rows: list[dict], out_md: str, out_csv: str) -> str:
     for config, runs in by_config.items():
         seconds = [r["seconds"] for r in runs if r.get("seconds")]
         minutes = f"{np.mean(seconds) / 60:.1f}" if seconds else "n/a"
-        lines.append(f"| {config} | {len({r['fold'] for r in runs})} | {len({r['seed'] for r in runs})} "
+        seeds = {s for r in runs for s in str(r["seed"]).split("+")}  # An ensemble row's seed: "0+1+2".
+        lines.append(f"| {config} | {len({r['fold'] for r in runs})} | {len(seeds)} "
                      f"| {_mean_std([r['accuracy'] for r in runs])} | {_mean_std([r['ua'] for r in runs])} "
                      f"| {minutes} |")
     md = "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ LAYERS = {
     "leaves": ["features", "audio", "dataset_format", "tables"],
     "inference": ["classify", "predictor", "pretrained", "trained_model", "checkpoints", "model_info", "mesh",
                   "batching", "config_files", "models", "streaming", "export", "serving", "predict", "serve"],
-    "evaluation": ["evaluate", "input_pipeline", "metrics", "reports", "metric_writers"],
+    "evaluation": ["evaluate", "input_pipeline", "metrics", "reports", "metric_writers", "ensemble"],
     "training": ["main", "train", "datasets", "augment", "compare", "__init__"],
 }
 RANK = {f"ser_jax.{m}": rank for rank, modules in enumerate(LAYERS.values()) for m in modules}

@@ -1,0 +1,57 @@
+"""Scores an ensemble of runs from the predictions.csv each run's evaluation wrote: the mean of their
+class probabilities per clip, then the usual metrics. Works from the files, so an ensemble of
+finished runs costs no model loading and no compute."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+
+import numpy as np
+
+from ser_jax.metrics import classification_metrics
+
+# predictions.csv: these columns, then one probability column per class (evaluate._write_predictions).
+FIXED_COLUMNS = ("path", "speaker", "gender", "corpus", "true", "predicted")
+
+
+def _read(path: str) -> tuple[list[str], dict[str, str], dict[str, np.ndarray]]:
+    """(class names, clip -> true label, clip -> probabilities) of one predictions.csv."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or tuple(header[:len(FIXED_COLUMNS)]) != FIXED_COLUMNS:
+            raise ValueError(f"{path}: not a predictions.csv (expected columns {', '.join(FIXED_COLUMNS)}, "
+                             f"then one per class; found {header})")
+        names = header[len(FIXED_COLUMNS):]
+        truth, probabilities = {}, {}
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise ValueError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")
+            clip = row[0]
+            truth[clip] = row[4]
+            probabilities[clip] = np.array(row[len(FIXED_COLUMNS):], np.float64)
+    return names, truth, probabilities
+
+
+def ensemble_metrics(prediction_csvs: Sequence[str]) -> dict:
+    """`classification_metrics` of the runs' mean probabilities; every run must have scored the same
+    clips with the same label set (runs of one config on one fold, with different seeds)."""
+    if not prediction_csvs:
+        raise ValueError("an ensemble needs at least one predictions.csv")
+    names, truth, summed = _read(prediction_csvs[0])
+    for path in prediction_csvs[1:]:
+        other_names, other_truth, probabilities = _read(path)
+        if other_names != names:
+            raise ValueError(f"{path} scores classes {other_names}, {prediction_csvs[0]} scores {names}")
+        if other_truth != truth:
+            missing = sorted(set(truth) ^ set(other_truth))[:3]
+            raise ValueError(f"{path} and {prediction_csvs[0]} did not score the same clips "
+                             f"(e.g. {missing or 'the same clips with other labels'})")
+        summed = {clip: summed[clip] + p for clip, p in probabilities.items()}
+    if unknown := sorted(set(truth.values()) - set(names)):
+        raise ValueError(f"{prediction_csvs[0]}: true labels {unknown} are not among its classes {names}")
+    clips = sorted(truth)
+    labels = np.array([names.index(truth[c]) for c in clips])
+    predicted = np.array([int(np.argmax(summed[c])) for c in clips])
+    return classification_metrics(labels, predicted, names)
