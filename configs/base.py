@@ -53,8 +53,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.augment = ml_collections.ConfigDict(dict(
         speed=0.0,  # >0: play each example up to this much faster or slower (tempo and pitch together).
         vtlp=0.0,  # >0: scale each example's frequencies by up to this much (vocal-tract length).
-        gain_db=0.0,  # >0: make each example up to this many dB louder or quieter (recording level).
-        tilt_db=0.0,  # >0: tilt each spectrum by up to this many dB, lowest to highest bin (microphone colour).
+        gain_db=6.0,  # >0: make each example up to this many dB louder or quieter (recording level).
+        tilt_db=10.0,  # >0: tilt each spectrum by up to this many dB, lowest to highest bin (microphone colour).
         spec_augment=True, freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=20,
         mixup=False, mixup_alpha=0.4))
     # Evaluation (--mode=eval): empty fields default to the training dataset's test split.
