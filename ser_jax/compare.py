@@ -91,8 +91,8 @@ def _run(path: str, name: str, fold: int, seed: int) -> dict:
 
 def ensemble_rows(rows: list[dict]) -> list[dict]:
     """A row "NAME (ensemble)" per config and fold run with several seeds: the seeds' mean probabilities
-    on the test fold, scored; its seconds are those of all its runs. Runs recorded before results
-    named their predictions file are left out of it, with a warning."""
+    on the test fold, scored; its seconds are those of all its runs. A group with a run recorded
+    before result rows named their predictions file gets no ensemble row, only a warning."""
     from ser_jax import ensemble
 
     groups: dict[tuple, list[dict]] = {}
