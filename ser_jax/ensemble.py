@@ -11,7 +11,7 @@ import numpy as np
 
 from ser_jax.metrics import classification_metrics
 
-# predictions.csv: these columns, then one probability column per class (evaluate._write_predictions).
+# predictions.csv (written by evaluate): these columns, then one probability column per class.
 FIXED_COLUMNS = ("path", "speaker", "gender", "corpus", "true", "predicted")
 
 

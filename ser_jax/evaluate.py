@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from flax import nnx
 
 from ser_jax import input_pipeline, metrics, reports
+from ser_jax.ensemble import FIXED_COLUMNS
 from ser_jax.mesh import batch_sharding, global_batch, make_mesh, replicated
 from ser_jax.metric_writers import METRICS_FILE
 from ser_jax.trained_model import TrainedModel
@@ -79,7 +80,7 @@ def _write_predictions(path: str, data: input_pipeline.EvalSet, probabilities: n
                        class_names: tuple[str, ...]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "speaker", "gender", "corpus", "true", "predicted", *class_names])
+        w.writerow([*FIXED_COLUMNS, *class_names])
         for i in range(len(data)):
             w.writerow([data.metadata["path"][i], data.metadata["speaker"][i], data.metadata["gender"][i],
                         data.metadata["corpus"][i], class_names[data.labels[i]],

@@ -106,7 +106,8 @@ def update_ema(ema_params: nnx.State, params: nnx.State, step: jax.Array, decay:
 
 
 def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, num_classes: int, mel_bins: augment.MelBins) -> tuple[TrainState, dict]:
+               config: ml_collections.ConfigDict, num_classes: int,
+               mel_bins: augment.MelBins) -> tuple[TrainState, dict]:
     """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
     (loss, (logits, new_stats)), grads = loss_and_grads(state, batch, graphdef=graphdef, config=config,
                                                         num_classes=num_classes, mel_bins=mel_bins)
