@@ -29,6 +29,10 @@ def get_base_config() -> ml_collections.ConfigDict:
         # test speakers' from their own unlabelled audio. Figures with it are reported apart from the
         # inductive ones, and its models are for evaluation only (prediction refuses them).
         transductive_speaker_norm=False,
+        # Refit: the validation speakers train too, and the model is the last checkpoint of the fixed
+        # schedule (whose length and settings validation runs chose). More voices to learn from;
+        # nothing left to pick a checkpoint on, so only for a recipe already chosen.
+        refit=False,
         worker_threads=2,
         # The synthetic corpus' size and seed; unset, the generator's defaults (as `python -m data_prep`).
         synthetic=ml_collections.ConfigDict(dict(

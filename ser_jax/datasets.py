@@ -40,8 +40,14 @@ class CorpusData:
     splits: dict[str, list[str]]  # "train", "validation", "test"; a train-only corpus has no others.
 
     @property
-    def train_only(self) -> bool:
-        return not self.splits["validation"]
+    def validated(self) -> bool:
+        """Whether this corpus has validation speakers (train-only corpora and refits have none)."""
+        return bool(self.splits["validation"])
+
+
+def refit_splits(names: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The validation speakers join the training ones; the test speakers stay out."""
+    return {"train": names["train"] + names["validation"], "validation": [], "test": names["test"]}
 
 
 def listed(value: str, count: int, key: str, *, default: str = "") -> list[str]:
@@ -82,7 +88,8 @@ def training_data(config: ml_collections.ConfigDict, workdir: str) -> list[Corpu
     `data.data_dir` one entry each in the same order (or one shared entry). Each corpus is split by
     speakers (or speaker folds) on its own, so no speaker is in two roles; the corpora listed in
     `data.train_only` (TESS has only two speakers) are used whole for training. With every corpus
-    train-only there is no validation: a final model trained for a fixed schedule. Corpora with a
+    train-only there is no validation: a final model trained for a fixed schedule, as with
+    `data.refit`, where the validation speakers train too. Corpora with a
     `source_dir` (and the synthetic corpus, which needs none) are prepared through data_prep first;
     that is a no-op when the dataset is already there. Impossible fold settings are refused before
     anything is prepared.
@@ -114,7 +121,7 @@ def training_data(config: ml_collections.ConfigDict, workdir: str) -> list[Corpu
             names = cross_validation_splits(folds, d.test_fold)
         else:
             names = {"train": [d.train_split], "validation": [d.validation_split], "test": [d.test_split]}
-        out.append(CorpusData(corpus, dataset, names))
+        out.append(CorpusData(corpus, dataset, refit_splits(names) if d.refit else names))
     features = {c.corpus: c.dataset.features for c in out}
     if len(set(features.values())) > 1:
         raise ValueError(f"the corpora were prepared with different features, which one model cannot take: {features}")

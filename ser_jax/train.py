@@ -228,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   augment.MelBins(mel_center_frequencies(features), std))
     state = steps.place_state(state)
 
-    validation = [c.dataset.source(c.splits["validation"]) for c in corpora if not c.train_only]
+    validation = [c.dataset.source(c.splits["validation"]) for c in corpora if c.validated]
     # Each speaker normalised by its own statistics (transductive for the validation speakers).
     speaker_stats = input_pipeline.speaker_statistics(train_sources + validation) if speaker_norm else None
     train_iter = iter(input_pipeline.train_dataset(
@@ -255,8 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.close()
     chance = 1 / len(class_names)
     if val_data is None:
-        print(f"Trained {last['step']} steps on train-only corpora (no validation speakers, so the latest "
-              f"checkpoint is the model); checkpoints in {mngr.directory}")
+        print(f"Trained {last['step']} steps with no validation speakers (train-only corpora or a refit), so "
+              f"the latest checkpoint is the model; checkpoints in {mngr.directory}")
     else:
         print(f"Validation after {last['step']} steps: accuracy {last['val/accuracy']:.1%}, UA {last['val/ua']:.1%} "
               f"(chance {chance:.1%}, {len(class_names)} classes); checkpoints in {mngr.directory}")

@@ -114,3 +114,20 @@ def test_every_corpus_train_only_trains_a_final_model_on_all_of_them(corpora, tm
         config.eval.update(data_dir=data_dir, corpus="ravdess", split="all", output_dir=str(tmp_path / "eval"))
     report = evaluate.evaluate(config, workdir)  # The latest checkpoint: there is no "best" without validation.
     assert report["step"] == last["step"] and report["metrics"]["num_examples"] == 6 * 4
+
+
+def test_refit_trains_on_the_validation_speakers_too_and_tests_on_the_held_out_fold(corpora, tmp_path):
+    data_dir = str(tmp_path / "data")
+    steps = {}
+    for refit in (False, True):
+        config = _config("ravdess", corpora["ravdess"], data_dir, folds=3, test_fold=1, refit=refit)
+        workdir = str(tmp_path / f"refit{refit}")
+        last = train.train_and_evaluate(config, workdir)
+        splits = ModelInfo.load(workdir).corpora[0]["splits"]
+        report = evaluate.evaluate(config, workdir)
+        assert report["datasets"][0]["splits"] == splits["test"] == ["fold1"]
+        assert report["metrics"]["num_examples"] == 2 * 4  # The 2 speakers of the test fold.
+        steps[refit] = last["step"]
+    assert splits == {"train": ["fold0", "fold2"], "validation": [], "test": ["fold1"]}
+    assert "val/ua" not in last and report["step"] == last["step"]  # No validation: the final checkpoint.
+    assert steps == {False: 2 * 4 // 8, True: 4 * 4 // 8}  # Round 1 validates on fold 2; the refit trains on it.
