@@ -91,13 +91,18 @@ def _run(path: str, name: str, fold: int, seed: int) -> dict:
 
 def ensemble_rows(rows: list[dict]) -> list[dict]:
     """A row "NAME (ensemble)" per config and fold run with several seeds: the seeds' mean probabilities
-    on the test fold, scored; its seconds are those of all its runs. A group with a run recorded
-    before result rows named their predictions file gets no ensemble row, only a warning."""
+    on the test fold, scored; its seconds are those of all its runs. With several configs, also a row
+    "A+B (ensemble)" per fold: every run of every config on that fold, so models that err differently
+    (a CNN-BiLSTM and a Conformer) vote together. A group with a run recorded before result rows named
+    their predictions file gets no ensemble row, only a warning."""
     from ser_jax import ensemble
 
     groups: dict[tuple, list[dict]] = {}
+    configs = list(dict.fromkeys(r["config"] for r in rows))
     for r in rows:
         groups.setdefault((r["config"], r["fold"], bool(r.get("transductive"))), []).append(r)
+        if len(configs) > 1:
+            groups.setdefault(("+".join(configs), r["fold"], bool(r.get("transductive"))), []).append(r)
     out = []
     for (name, fold, transductive), runs in groups.items():
         if len(runs) < 2:

@@ -76,3 +76,15 @@ def test_comparison_gets_one_ensemble_row_per_config_and_fold_with_several_seeds
     table = write_comparison_table(rows[:3] + ensembles[:1], str(tmp_path / "t.md"), str(tmp_path / "t.csv"))
     lines = table.splitlines()
     assert lines[3] == "| cnn (ensemble) | 1 | 2 | 100.0 ± n/a | 100.0 ± n/a | 2.0 |"
+
+
+def test_several_configs_get_an_ensemble_row_of_all_their_runs_per_fold(tmp_path):
+    def row(config, fold, seed, probabilities):
+        path = _write(tmp_path / f"{config}{fold}{seed}.csv", probabilities)
+        return {"config": config, "fold": fold, "seed": seed, "accuracy": 0.5, "ua": 0.5, "seconds": 60.0,
+                "workdir": str(tmp_path), "predictions": path}
+
+    rows = [row("cnn", 0, 0, RUN_A), row("conformer", 0, 0, RUN_B), row("cnn", 1, 0, RUN_B)]
+    ensembles = ensemble_rows(rows)
+    assert [(r["config"], r["fold"], r["seed"]) for r in ensembles] == [("cnn+conformer (ensemble)", 0, "0+0")]
+    assert ensembles[0]["ua"] == 1.0  # Each model alone gets half the clips; together all four.
