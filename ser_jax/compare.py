@@ -118,6 +118,25 @@ def ensemble_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def write_pooled_confusions(rows: list[dict], workdir: str) -> list[str]:
+    """confusion_<config>.png and .csv: every test fold of a config's runs in one confusion matrix (the
+    folds' clips are disjoint, so each clip counts once per seed). Transductive runs get their own."""
+    from ser_jax import ensemble, reports
+
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("predictions"):
+            groups.setdefault(r["config"] + ("_transductive" if r.get("transductive") else ""), []).append(
+                r["predictions"])
+    written = []
+    for name, paths in groups.items():
+        m = ensemble.pooled_metrics(paths)
+        stem = os.path.join(workdir, f"confusion_{name}")
+        reports.write_matrix_csv(stem + ".csv", m["confusion"], m["class_names"])
+        written.append(reports.plot_confusion(stem + ".png", m))
+    return written
+
+
 def main(argv):
     del argv
     if not FLAGS["verbosity"].present:
@@ -140,6 +159,7 @@ def main(argv):
                         f.write(json.dumps(done[key]) + "\n")
                 rows.append(done[key])
     rows.sort(key=lambda r: [config_name(p) for p in FLAGS.configs].index(r["config"]))
+    write_pooled_confusions(rows, FLAGS.workdir)
     rows += ensemble_rows(rows)  # With several seeds: what averaging them buys, beside the single runs.
     table = reports.write_comparison_table(rows, os.path.join(FLAGS.workdir, "comparison.md"),
                                            os.path.join(FLAGS.workdir, "comparison.csv"))

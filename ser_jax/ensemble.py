@@ -1,6 +1,6 @@
-"""Scores an ensemble of runs from the predictions.csv each run's evaluation wrote: the mean of their
-class probabilities per clip, then the usual metrics. Works from the files, so an ensemble of
-finished runs costs no model loading and no compute."""
+"""Scores runs from the predictions.csv each run's evaluation wrote: an ensemble (the mean of their
+class probabilities per clip, then the usual metrics) or a cross-validation pooled (every test fold's
+clips in one confusion matrix). Works from the files, so it costs no model loading and no compute."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ser_jax.metrics import classification_metrics
+from ser_jax.metrics import classification_metrics, confusion_matrix, metrics_from_confusion
 
 # predictions.csv (written by evaluate): these columns, then one probability column per class.
 FIXED_COLUMNS = ("path", "speaker", "gender", "corpus", "true", "predicted")
@@ -49,9 +49,30 @@ def ensemble_metrics(prediction_csvs: Sequence[str]) -> dict:
             raise ValueError(f"{path} and {prediction_csvs[0]} did not score the same clips "
                              f"(e.g. {missing or 'the same clips with other labels'})")
         summed = {clip: summed[clip] + p for clip, p in probabilities.items()}
+    return classification_metrics(*_labels_and_predictions(prediction_csvs[0], names, truth, summed), names)
+
+
+def _labels_and_predictions(path: str, names: list[str], truth: dict[str, str],
+                            probabilities: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     if unknown := sorted(set(truth.values()) - set(names)):
-        raise ValueError(f"{prediction_csvs[0]}: true labels {unknown} are not among its classes {names}")
+        raise ValueError(f"{path}: true labels {unknown} are not among its classes {names}")
     clips = sorted(truth)
-    labels = np.array([names.index(truth[c]) for c in clips])
-    predicted = np.array([int(np.argmax(summed[c])) for c in clips])
-    return classification_metrics(labels, predicted, names)
+    return (np.array([names.index(truth[c]) for c in clips], np.int64),
+            np.array([int(np.argmax(probabilities[c])) for c in clips], np.int64))
+
+
+def pooled_metrics(prediction_csvs: Sequence[str]) -> dict:
+    """Metrics of several runs' predictions taken together, each run's clips counted once per run: a
+    cross-validation's test folds in one confusion matrix. Every run must share one label set."""
+    if not prediction_csvs:
+        raise ValueError("pooling needs at least one predictions.csv")
+    counts, first = None, None
+    for path in prediction_csvs:
+        names, truth, probabilities = _read(path)
+        if first is None:
+            first = names
+        elif names != first:
+            raise ValueError(f"{path} scores classes {names}, {prediction_csvs[0]} scores {first}")
+        c = confusion_matrix(*_labels_and_predictions(path, names, truth, probabilities), len(names))
+        counts = c if counts is None else counts + c
+    return metrics_from_confusion(counts, first)

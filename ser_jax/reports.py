@@ -30,7 +30,7 @@ def _write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence]) -> st
     return path
 
 
-def _write_matrix_csv(path: str, matrix: Sequence[Sequence], class_names: Sequence[str]) -> str:
+def write_matrix_csv(path: str, matrix: Sequence[Sequence], class_names: Sequence[str]) -> str:
     return _write_csv(path, ["true\\predicted", *class_names],
                       [[name, *row] for name, row in zip(class_names, matrix)])
 
@@ -42,7 +42,7 @@ def _figure(figsize: tuple[float, float]) -> Figure:
     return fig
 
 
-def _plot_confusion(path: str, metrics: dict) -> str:
+def plot_confusion(path: str, metrics: dict) -> str:
     names = metrics["class_names"]
     counts = np.asarray(metrics["confusion"])
     size = max(4.0, 0.8 * len(names) + 2)
@@ -84,13 +84,13 @@ def write_eval_report(output_dir: str, report: dict) -> dict[str, str]:
     paths = {"json": os.path.join(output_dir, "report.json")}
     with open(paths["json"], "w") as f:
         json.dump(report, f, indent=1, default=_to_builtin)
-    paths["confusion_csv"] = _write_matrix_csv(os.path.join(output_dir, "confusion_matrix.csv"), m["confusion"], names)
-    paths["confusion_normalized_csv"] = _write_matrix_csv(
+    paths["confusion_csv"] = write_matrix_csv(os.path.join(output_dir, "confusion_matrix.csv"), m["confusion"], names)
+    paths["confusion_normalized_csv"] = write_matrix_csv(
         os.path.join(output_dir, "confusion_matrix_normalized.csv"), m["confusion_normalized"], names)
     paths["per_class_csv"] = _write_csv(
         os.path.join(output_dir, "per_class.csv"), ["class", "precision", "recall", "f1", "support"],
         [[n, *(m["per_class"][n][k] for k in ("precision", "recall", "f1", "support"))] for n in names])
-    paths["confusion_png"] = _plot_confusion(os.path.join(output_dir, "confusion_matrix.png"), m)
+    paths["confusion_png"] = plot_confusion(os.path.join(output_dir, "confusion_matrix.png"), m)
     group_rows = _group_rows(report)
     if group_rows:
         paths["by_group_csv"] = _write_csv(

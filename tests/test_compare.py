@@ -34,6 +34,10 @@ def test_three_fold_comparison_writes_per_fold_rows_and_the_mean(tmp_path):
         with open(os.path.join(r["workdir"], "model_info.json")) as f:
             tested.append(json.load(f)["corpora"][0]["splits"]["test"])
     assert tested == [["fold0"], ["fold1"], ["fold2"]]
+    with open(tmp_path / "confusion_cnn_only.csv") as f:  # The three test folds pooled: every clip once.
+        counts = np.array([row[1:] for row in list(csv.reader(f))[1:]], np.int64)
+    assert counts.shape == (8, 8) and counts.sum() == 48 and (counts.sum(1) == 6).all()
+    assert (tmp_path / "confusion_cnn_only.png").stat().st_size > 0
     table = (tmp_path / "comparison.md").read_text()
     assert f"{100 * ua.mean():.1f} ± {100 * ua.std(ddof=1):.1f}" in table
 

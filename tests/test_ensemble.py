@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ser_jax.compare import ensemble_rows
-from ser_jax.ensemble import FIXED_COLUMNS, ensemble_metrics
+from ser_jax.ensemble import FIXED_COLUMNS, ensemble_metrics, pooled_metrics
 from ser_jax.reports import write_comparison_table
 
 CLASSES = ["angry", "calm", "sad"]
@@ -88,3 +88,16 @@ def test_several_configs_get_an_ensemble_row_of_all_their_runs_per_fold(tmp_path
     ensembles = ensemble_rows(rows)
     assert [(r["config"], r["fold"], r["seed"]) for r in ensembles] == [("cnn+conformer (ensemble)", 0, "0+0")]
     assert ensembles[0]["ua"] == 1.0  # Each model alone gets half the clips; together all four.
+
+
+def test_pooling_counts_every_runs_clips_in_one_confusion_matrix(tmp_path):
+    other_fold = {"e.wav": "angry", "f.wav": "calm"}
+    a = _write(tmp_path / "a.csv", RUN_A)  # a, b right; c, d wrong.
+    e = _write(tmp_path / "e.csv", {"e.wav": [0.9, 0.1, 0.0], "f.wav": [0.2, 0.1, 0.7]}, truth=other_fold)
+    m = pooled_metrics([a, e])
+    assert m["num_examples"] == 6 and m["accuracy"] == 3 / 6
+    assert m["confusion"] == [[2, 0, 0], [0, 1, 1], [1, 1, 0]]  # Rows: true angry, calm, sad.
+    assert m["ua"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    reordered = _write(tmp_path / "r.csv", {k: v[::-1] for k, v in RUN_B.items()}, classes=CLASSES[::-1])
+    with pytest.raises(ValueError, match="r.csv scores classes"):
+        pooled_metrics([a, reordered])
