@@ -317,8 +317,12 @@ def test_a_packaged_model_predicts_as_its_workdir_does_with_no_workdir(trained, 
         Predictor.from_pretrained("nope")
 
 
-def test_the_shipped_model_loads_and_predicts_with_no_workdir():
-    predictor = Predictor.from_pretrained("ravdess_tess_cnn_bilstm")
+SHIPPED = ["ravdess_tess_cnn_bilstm", "ravdess_tess_conformer"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_model_loads_and_predicts_with_no_workdir(name):
+    predictor = Predictor.from_pretrained(name)
     assert predictor.class_names == ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
     t = np.arange(32000) / 16000
     result = predictor.predict(0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)), 16000)
@@ -326,10 +330,11 @@ def test_the_shipped_model_loads_and_predicts_with_no_workdir():
     assert abs(sum(result["probabilities"].values()) - 1) < 1e-5
 
 
-def test_the_shipped_model_recognises_the_ravdess_actor_it_was_trained_on(ravdess_dir):
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_model_recognises_the_ravdess_actor_it_was_trained_on(ravdess_dir, name):
     from data_prep.corpora import ravdess
 
-    predictor = Predictor.from_pretrained("ravdess_tess_cnn_bilstm")
+    predictor = Predictor.from_pretrained(name)
     paths = sorted(str(p) for p in (ravdess_dir / "Actor_01").iterdir())
     results = dict(predictor.predict_files(paths))
     assert len(results) == 60 and all(isinstance(r, dict) for r in results.values())
