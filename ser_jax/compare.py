@@ -1,4 +1,5 @@
-"""Speaker-independent k-fold comparison of model configs: one command, a Markdown table and a CSV.
+"""Speaker-independent k-fold comparison of model configs: one command, a Markdown table, a CSV and
+each config's confusion matrix pooled over its test folds.
 
     python -m ser_jax.compare --configs=configs/cnn_only.py,configs/lstm_only.py,configs/cnn_bilstm.py \\
         --corpus=ravdess --source_dir=../shared/data/ravdess --folds=6 --workdir=workdir/compare
