@@ -119,7 +119,7 @@ def ensemble_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_pooled_confusions(rows: list[dict], workdir: str) -> list[str]:
+def write_pooled_confusions(rows: list[dict], workdir: str) -> None:
     """confusion_<config>.png and .csv: every test fold of a config's runs in one confusion matrix (the
     folds' clips are disjoint, so each clip counts once per seed). Transductive runs get their own."""
     from ser_jax import ensemble, reports
@@ -129,13 +129,11 @@ def write_pooled_confusions(rows: list[dict], workdir: str) -> list[str]:
         if r.get("predictions"):
             groups.setdefault(r["config"] + ("_transductive" if r.get("transductive") else ""), []).append(
                 r["predictions"])
-    written = []
     for name, paths in groups.items():
         m = ensemble.pooled_metrics(paths)
         stem = os.path.join(workdir, f"confusion_{name}")
         reports.write_matrix_csv(stem + ".csv", m["confusion"], m["class_names"])
-        written.append(reports.plot_confusion(stem + ".png", m))
-    return written
+        reports.plot_confusion(stem + ".png", m)
 
 
 def main(argv):
