@@ -76,10 +76,11 @@ def _predictor(workdir: str | None, config_path: str):
     config = load_py(config_path)
     features = FeatureConfig.from_mapping(config.features)
     classes = EMOTIONS[:8]
-    model = create_model(config.model, num_classes=len(classes), n_mels=features.n_mels, rngs=nnx.Rngs(0))
+    model = create_model(config.model, num_classes=len(classes), n_mels=features.n_mels,
+                         prosody=features.prosody_columns, rngs=nnx.Rngs(0))
     graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    info = ModelInfo(class_names=classes, features=features, mean=np.full(features.n_mels, -40.0, np.float32),
-                     std=np.full(features.n_mels, 15.0, np.float32))
+    info = ModelInfo(class_names=classes, features=features, mean=np.full(features.dim, -40.0, np.float32),
+                     std=np.full(features.dim, 15.0, np.float32))
     return Predictor(info, graphdef, params, stats)
 
 

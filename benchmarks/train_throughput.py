@@ -28,14 +28,14 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str) ->
     import numpy as np
 
     from ser_jax import augment, config_files, mesh, train
-    from ser_jax.features import FeatureConfig, mel_center_frequencies
+    from ser_jax.features import FeatureConfig
 
     config = config_files.load_py(config_path)
+    features = FeatureConfig(n_mels=mels)
     tx = train.create_optimizer(config.optim, 1000)
-    graphdef, state = train.create_train_state(config, num_classes=8, n_mels=mels, tx=tx)
+    graphdef, state = train.create_train_state(config, num_classes=8, features=features, tx=tx)
     steps_fn = train.Steps(mesh.make_mesh(), graphdef, tx, config, num_classes=8,
-                           mel_bins=augment.MelBins(mel_center_frequencies(FeatureConfig(n_mels=mels)),
-                                                    np.ones(mels, np.float32)))
+                           mel_bins=augment.MelBins.of(features, np.ones(mels, np.float32)))
     state = steps_fn.place_state(state)
     rng = np.random.default_rng(0)
     batch_np = {"mel": rng.normal(size=(batch, frames, mels)).astype(np.float32),

@@ -39,6 +39,8 @@ flags.DEFINE_float("hop_ms", _DEFAULT_FEATURES.hop_ms, "Hop between frames.")
 flags.DEFINE_integer("n_fft", None, "FFT size (default: the next power of two >= the window).")
 flags.DEFINE_float("fmin", _DEFAULT_FEATURES.fmin, "Lowest mel frequency.")
 flags.DEFINE_float("fmax", None, "Highest mel frequency (default: Nyquist).")
+flags.DEFINE_boolean("pitch", _DEFAULT_FEATURES.pitch, "Add each frame's periodicity and log F0 after the "
+                     "mel bins (prosody that 40 mel bins cannot resolve).")
 flags.DEFINE_float("trim_db", _DEFAULT_FEATURES.trim_db, "Cut leading/trailing audio this many dB below each "
                    "clip's loudest frame (0: keep it all).")
 
@@ -63,7 +65,8 @@ def settings_from_flags(f: flags.FlagValues) -> builder.Settings:
         corpus=f.corpus, split=f.split, folds=f.folds, seed=f.seed,
         validation_fraction=f.validation_fraction, test_fraction=f.test_fraction,
         features=FeatureConfig(sample_rate=f.sample_rate, n_mels=f.n_mels, window_ms=f.window_ms,
-                               hop_ms=f.hop_ms, n_fft=f.n_fft, fmin=f.fmin, fmax=f.fmax, trim_db=f.trim_db),
+                               hop_ms=f.hop_ms, n_fft=f.n_fft, fmin=f.fmin, fmax=f.fmax, trim_db=f.trim_db,
+                               pitch=f.pitch),
         reader_options=options)
 
 

@@ -78,10 +78,10 @@ def assign_splits(utterances: Sequence[base.Utterance], settings: Settings) -> d
 
 
 class _StatsAccumulator:
-    """Per-mel-bin sums in float64, so statistics of any union of splits can be derived exactly."""
+    """Per-column sums in float64, so statistics of any union of splits can be derived exactly."""
 
-    def __init__(self, n_mels: int):
-        self.count, self.sum, self.sumsq = 0, np.zeros(n_mels), np.zeros(n_mels)
+    def __init__(self, columns: int):
+        self.count, self.sum, self.sumsq = 0, np.zeros(columns), np.zeros(columns)
 
     def add(self, mel: np.ndarray):
         m = mel.astype(np.float64)
@@ -111,14 +111,15 @@ class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         super().__init__(config=tfds.core.BuilderConfig(name=settings.config_name), **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        n_mels = self._settings.features.n_mels
+        features = self._settings.features
+        what = "log-Mel spectrograms" + (" and prosody" if features.pitch else "")
         return tfds.core.DatasetInfo(
             builder=self,
-            description=f"{self._settings.corpus}: log-Mel spectrograms (frames, {n_mels}) with emotion labels.",
+            description=f"{self._settings.corpus}: {what} (frames, {features.dim}) with emotion labels.",
             features=tfds.features.FeaturesDict({
                 # Raw bytes: the default float list made TFDS serialise every value in Python,
                 # 10 ms an example, three quarters of the whole preparation.
-                "mel": tfds.features.Tensor(shape=(None, n_mels), dtype=np.float32,
+                "mel": tfds.features.Tensor(shape=(None, features.dim), dtype=np.float32,
                                             encoding=tfds.features.Encoding.BYTES),
                 "label": tfds.features.ClassLabel(names=fmt.EMOTIONS),
                 "duration": tfds.features.Scalar(dtype=np.float32),
@@ -132,7 +133,7 @@ class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         return {name: self._generate_examples(name, utts) for name, utts in self._assignment.items()}
 
     def _generate_examples(self, split: str, utterances: Sequence[base.Utterance]) -> Iterator[tuple[str, dict]]:
-        stats = _StatsAccumulator(self._settings.features.n_mels)
+        stats = _StatsAccumulator(self._settings.features.dim)
         counts = collections.Counter()
         jobs = [(u, self._settings.features) for u in utterances]
         for result in self._pool.imap(featurize, jobs, chunksize=8):
@@ -158,11 +159,21 @@ class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         }
 
 
+def _with_feature_defaults(settings: dict | None) -> dict | None:
+    """Stored settings with the feature settings added since filled in at their defaults, so a
+    dataset prepared before a new (off by default) feature setting existed is still reused."""
+    if not settings or "features" not in settings:
+        return settings
+    features = FeatureConfig.from_mapping(settings["features"])
+    return {**settings, "features": json.loads(json.dumps(dataclasses.asdict(features)))}
+
+
 def _read_prepared(path: str, settings: Settings) -> Prepared:
     metadata = tfds.builder_from_directory(path).info.metadata
-    if metadata.get(fmt.SETTINGS) != settings.as_json():
+    found = _with_feature_defaults(metadata.get(fmt.SETTINGS))
+    if found != settings.as_json():
         raise ValueError(
-            f"{path} was prepared with other settings:\n  found     {metadata.get(fmt.SETTINGS)}\n"
+            f"{path} was prepared with other settings:\n  found     {found}\n"
             f"  requested {settings.as_json()}\nUse another --data_dir, or delete that folder to rebuild.")
     problems = [base.Problem(**p) for p in metadata[fmt.SKIPPED]]
     return Prepared(path, metadata[fmt.COUNTS], problems, reused=True)

@@ -14,7 +14,7 @@ import threadpoolctl
 from data_prep.corpora import base
 from ser_jax.audio import AudioError, load_audio
 from ser_jax.dataset_format import TEXT_FIELDS
-from ser_jax.features import FeatureConfig, clip_log_mel
+from ser_jax.features import FeatureConfig, clip_features
 
 
 def init_feature_worker() -> None:
@@ -42,7 +42,7 @@ def featurize(job: tuple[base.Utterance, FeatureConfig]) -> dict | base.Problem:
         wave = load_audio(utt.path, cfg.sample_rate, min_samples=cfg.win_length)
     except AudioError as e:
         return base.Problem(utt.path, e.reason)
-    mel = clip_log_mel(wave, cfg)
+    mel = clip_features(wave, cfg)
     example = {f: getattr(utt, f) for f in TEXT_FIELDS}
     example.update(mel=mel, label=utt.emotion, duration=np.float32(wave.size / cfg.sample_rate))
     return example

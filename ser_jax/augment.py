@@ -7,7 +7,9 @@ VTLP multiplies frequencies only (a longer or shorter vocal tract). Frequencies 
 the true centre frequency of each mel bin, so a factor means the same thing on every part of the
 mel scale. Level and tilt add decibels to each bin, converted to the normalised input's units by the
 training statistics' per-bin std: a louder or differently coloured microphone, the shift that a
-model trained on one studio mistakes for emotion on another corpus.
+model trained on one studio mistakes for emotion on another corpus. Prosody columns after the mel
+bins (`FeatureConfig.pitch`) are left alone by everything that moves frequencies or levels, except
+speed, which moves F0 with the rest; time masks cover them, frequency masks do not.
 """
 
 from __future__ import annotations
@@ -19,12 +21,23 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ser_jax.features import PROSODY_COLUMNS, FeatureConfig, mel_center_frequencies
+
 
 class MelBins(NamedTuple):
-    """What the frequency and level augmentations need to know about the mel bins of the input."""
+    """What the frequency and level augmentations need to know about the columns of the input."""
 
-    hz: np.ndarray  # Each bin's centre frequency.
-    std_db: np.ndarray  # The decibels one unit of the normalised input stands for, per bin.
+    hz: np.ndarray  # Each mel bin's centre frequency.
+    std_db: np.ndarray  # The decibels one unit of the normalised input stands for, per mel bin.
+    log_f0_std: float | None = None  # The octaves one unit of the log F0 column stands for (None: no prosody).
+
+    @classmethod
+    def of(cls, features: FeatureConfig, std: np.ndarray) -> "MelBins":
+        """From the feature settings and the training statistics' per-column std."""
+        std = np.asarray(std)
+        log_f0 = features.n_mels + PROSODY_COLUMNS.index("log2_f0_100hz")
+        return cls(mel_center_frequencies(features), std[:features.n_mels],
+                   float(std[log_f0]) if features.pitch else None)
 
 
 def _band_masks(key, n_masks: int, max_width: int, limit: jax.Array, size: int) -> jax.Array:
@@ -37,12 +50,13 @@ def _band_masks(key, n_masks: int, max_width: int, limit: jax.Array, size: int) 
     return ((pos >= start[..., None]) & (pos < (start + width)[..., None])).any(axis=1)
 
 
-def spec_augment(key, mel: jax.Array, lengths: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
+def spec_augment(key, mel: jax.Array, lengths: jax.Array, cfg: ml_collections.ConfigDict,
+                 n_mels: int | None = None) -> jax.Array:
     """Time and frequency masks (Park et al., 2019), set to 0 = the normalised mean; time masks fall
-    inside each utterance's valid frames."""
+    inside each utterance's valid frames, frequency masks inside the first `n_mels` columns (all by default)."""
     b, t, m = mel.shape
     kf, kt = jax.random.split(key)
-    freq = _band_masks(kf, cfg.freq_masks, cfg.freq_mask_width, jnp.full((b,), m), m)
+    freq = _band_masks(kf, cfg.freq_masks, cfg.freq_mask_width, jnp.full((b,), n_mels or m), m)
     time = _band_masks(kt, cfg.time_masks, cfg.time_mask_width, lengths, t)
     return jnp.where(freq[:, None, :] | time[:, :, None], 0.0, mel)
 
@@ -85,14 +99,26 @@ def scale_frequencies(mel: jax.Array, factor: jax.Array, mel_hz: np.ndarray) -> 
     return _linear_resample(mel, source, axis=2)
 
 
-def change_speed(mel: jax.Array, lengths: jax.Array, rate: jax.Array, mel_hz: np.ndarray):
-    """Each example played `rate` (batch,) times faster: frames resampled, frequencies scaled, new lengths."""
-    frames = mel.shape[1]
+def change_speed(x: jax.Array, lengths: jax.Array, rate: jax.Array, bins: MelBins):
+    """Each example played `rate` (batch,) times faster: frames resampled, frequencies scaled (F0's
+    too), new lengths."""
+    frames = x.shape[1]
     positions = jnp.arange(frames, dtype=jnp.float32)[None, :] * rate[:, None]
     new_lengths = jnp.clip(jnp.floor(lengths / rate), 1, frames).astype(lengths.dtype)
-    mel = _linear_resample(mel, positions, axis=1)
-    mel = jnp.where(jnp.arange(frames)[None, :, None] < new_lengths[:, None, None], mel, 0.0)
-    return scale_frequencies(mel, rate, mel_hz), new_lengths
+    x = _linear_resample(x, positions, axis=1)
+    valid = jnp.arange(frames)[None, :, None] < new_lengths[:, None, None]
+    x = _on_mels(lambda mel: scale_frequencies(mel, rate, bins.hz), x, len(bins.hz))
+    if bins.log_f0_std is not None:
+        column = len(bins.hz) + PROSODY_COLUMNS.index("log2_f0_100hz")
+        x = x.at[..., column].add(jnp.log2(rate)[:, None] / bins.log_f0_std)
+    return jnp.where(valid, x, 0.0), new_lengths
+
+
+def _on_mels(fn, x: jax.Array, n_mels: int) -> jax.Array:
+    """`fn` applied to the mel bins of `x`, the prosody columns after them kept as they are."""
+    if x.shape[-1] == n_mels:
+        return fn(x)
+    return jnp.concatenate([fn(x[..., :n_mels]), x[..., n_mels:]], axis=-1)
 
 
 def change_channel(key, mel: jax.Array, lengths: jax.Array, gain_db: float, tilt_db: float,
@@ -117,14 +143,17 @@ def _factors(key, batch: int, spread: float) -> jax.Array:
 def apply(key, mel, lengths, targets, cfg: ml_collections.ConfigDict, bins: MelBins):
     """All configured augmentations; the identity when all are off."""
     k1, k2, k3, k4 = jax.random.split(key, 4)
+    n_mels = len(bins.hz)
     if cfg.speed:
-        mel, lengths = change_speed(mel, lengths, _factors(k3, mel.shape[0], cfg.speed), bins.hz)
+        mel, lengths = change_speed(mel, lengths, _factors(k3, mel.shape[0], cfg.speed), bins)
     if cfg.vtlp:
-        mel = scale_frequencies(mel, _factors(k4, mel.shape[0], cfg.vtlp), bins.hz)
+        factor = _factors(k4, mel.shape[0], cfg.vtlp)
+        mel = _on_mels(lambda m: scale_frequencies(m, factor, bins.hz), mel, n_mels)
     if cfg.gain_db or cfg.tilt_db:
-        mel = change_channel(jax.random.fold_in(key, 4), mel, lengths, cfg.gain_db, cfg.tilt_db, bins.std_db)
+        mel = _on_mels(lambda m: change_channel(jax.random.fold_in(key, 4), m, lengths, cfg.gain_db, cfg.tilt_db,
+                                                bins.std_db), mel, n_mels)
     if cfg.spec_augment:
-        mel = spec_augment(k1, mel, lengths, cfg)
+        mel = spec_augment(k1, mel, lengths, cfg, n_mels)
     if cfg.mixup:
         mel, lengths, targets = mixup(k2, mel, lengths, targets, cfg.mixup_alpha)
     return mel, lengths, targets

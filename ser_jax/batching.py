@@ -16,9 +16,9 @@ def bucketed(frames: int, bucket_frames: int) -> int:
     return bucket_frames * -(-frames // bucket_frames)
 
 
-def pad_batch(mels: Sequence[np.ndarray], *, rows: int, frames: int, n_mels: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, frames, n_mels) zero-padded mels in the first rows, and lengths (1 in filler rows)."""
-    batch = np.zeros((rows, frames, n_mels), np.float32)
+def pad_batch(mels: Sequence[np.ndarray], *, rows: int, frames: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, frames, columns) zero-padded features in the first rows, and lengths (1 in filler rows)."""
+    batch = np.zeros((rows, frames, columns), np.float32)
     lengths = np.ones(rows, np.int32)
     for row, mel in enumerate(mels):
         batch[row, :mel.shape[0]] = mel

@@ -1,7 +1,8 @@
 """Pure inference functions shared by the predictor, streaming, export and the latency benchmark.
 
 * `classify_mel`: normalised log-Mel (batch, frames, mels) and true lengths -> probabilities.
-* `window_features` / `window_probabilities`: fixed-length waveform windows -> log-Mel (JAX) ->
+* `window_features` / `window_probabilities`: fixed-length waveform windows -> log-Mel and, if the
+  model has them, prosody columns (JAX) ->
   normalisation -> model -> probabilities, as one jittable function. A window holding fewer valid
   samples than its length (the start of a stream) is zero-padded and given its true length, which
   gives the same features as the shorter clip alone.
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ser_jax.features import FeatureConfig, log_mel, loud_span, normalize
+from ser_jax.features import FeatureConfig, frame_features, loud_span, normalize
 from ser_jax.model_info import ModelInfo
 
 
@@ -31,7 +32,7 @@ def classify_mel(graphdef: nnx.GraphDef, params, batch_stats, mel: jax.Array, le
 
 def window_features(waveform: jax.Array, num_samples: jax.Array, *, features: FeatureConfig, mean, std
                     ) -> tuple[jax.Array, jax.Array]:
-    """(batch, samples) float32 windows, valid samples per row -> (normalised log-Mel, frame counts).
+    """(batch, samples) float32 windows, valid samples per row -> (normalised features, frame counts).
 
     Samples past `num_samples` are zeroed, so a partly filled window gives exactly the frames that
     librosa's centred STFT gives the valid samples alone (its end padding is zeros too). With
@@ -46,7 +47,7 @@ def window_features(waveform: jax.Array, num_samples: jax.Array, *, features: Fe
         waveform = jnp.take_along_axis(waveform, jnp.minimum(positions + start[:, None], waveform.shape[-1] - 1), -1)
         num_samples = end - start
         waveform = jnp.where(positions < num_samples[:, None], waveform, 0.0)
-    mel = log_mel(waveform, features, xp=jnp)
+    mel = frame_features(waveform, features, xp=jnp)
     mel = normalize(mel, jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32))
     return mel, features.num_frames(num_samples)
 

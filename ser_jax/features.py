@@ -33,6 +33,9 @@ class FeatureConfig:
     amin: float = 1e-10
     # Whole clips lose leading/trailing audio this many dB below their loudest frame (None or 0: kept).
     trim_db: float | None = 40.0
+    # Two more columns after the mel bins: each frame's periodicity and log2 F0 (`prosody`). 40 mel
+    # bins do not resolve the harmonics of a male voice, so without them a model hears no pitch.
+    pitch: bool = False
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> "FeatureConfig":
@@ -54,10 +57,32 @@ class FeatureConfig:
     def fft_size(self) -> int:
         return self.n_fft or 1 << (self.win_length - 1).bit_length()
 
+    @property
+    def prosody_columns(self) -> int:
+        return len(PROSODY_COLUMNS) if self.pitch else 0
+
+    @property
+    def dim(self) -> int:
+        """Columns per frame: the mel bins, then the prosody columns."""
+        return self.n_mels + self.prosody_columns
+
     def num_frames(self, num_samples: int) -> int:
         """Frames librosa's centred STFT makes of `num_samples` samples."""
         return 1 + num_samples // self.hop_length
 
+
+# The prosody columns, in order. Periodicity is the normalised autocorrelation at the chosen lag
+# (0: noise or silence, 1: perfectly periodic); log2(F0 / 100 Hz) is that lag's frequency, reported
+# for every frame (unvoiced ones included, where periodicity says how little it means), so speed
+# perturbation can shift the whole column.
+PROSODY_COLUMNS = ("periodicity", "log2_f0_100hz")
+F0_RANGE_HZ = (75.0, 600.0)  # Praat's default pitch floor and ceiling.
+_PITCH_PERIODS = 3  # The pitch window holds this many periods of the floor (40 ms), as Praat's does.
+_OCTAVE_COST = 0.01  # Praat's: per octave, favours the higher of two near-equal candidates (no octave drops).
+# The autocorrelation is read at quarter-sample lags (the power spectrum zero-padded: exact band-limited
+# interpolation). At whole-sample lags a high voice's peak falls between samples and loses to its
+# own second period (560 Hz read as 280).
+_LAG_STEPS_PER_SAMPLE = 4
 
 _MEL_LINEAR_HZ = 200.0 / 3  # Hz per mel below the break.
 _BREAK_HZ = 1000.0
@@ -165,12 +190,20 @@ def trim_silence(waveform: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return waveform[int(start):int(end)]
 
 
-def clip_log_mel(waveform: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """A whole clip's (frames, n_mels) float32 features as datasets store them: trimmed if the
+def clip_features(waveform: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """A whole clip's (frames, cfg.dim) float32 features as datasets store them: trimmed if the
     config says so, computed in float64."""
     if cfg.trim_db:
         waveform = trim_silence(waveform, cfg)
-    return log_mel(np.asarray(waveform, np.float64), cfg).astype(np.float32)
+    return frame_features(np.asarray(waveform, np.float64), cfg).astype(np.float32)
+
+
+def frame_features(waveform, cfg: FeatureConfig, xp=np):
+    """(..., samples) -> (..., frames, cfg.dim): the log-Mel bins, then the prosody columns if on."""
+    mel = log_mel(waveform, cfg, xp)
+    if not cfg.pitch:
+        return mel
+    return xp.concatenate([mel, prosody(waveform, cfg, xp).astype(mel.dtype)], axis=-1)
 
 
 def normalize(mel, mean, std):
@@ -196,3 +229,55 @@ def log_mel(waveform, cfg: FeatureConfig, xp=np):
     power = spectrum.real**2 + spectrum.imag**2
     mel = power @ xp.asarray(mel_filterbank(cfg), dtype=dtype)
     return 10.0 * xp.log10(xp.maximum(mel, cfg.amin))
+
+
+@functools.lru_cache(maxsize=16)
+def _pitch_analysis(cfg: FeatureConfig) -> tuple[int, int, int, int, np.ndarray, np.ndarray]:
+    """Window length, FFT size, lag range (in lag steps) and the Hann window with its own normalised
+    autocorrelation, which Boersma's method divides out (so a long lag is not penalised for the taper)."""
+    win = int(round(cfg.sample_rate * _PITCH_PERIODS / F0_RANGE_HZ[0]))
+    n_fft = 1 << (2 * win - 1).bit_length()  # >= 2 * win: no circular wrap-around at any lag.
+    steps = _LAG_STEPS_PER_SAMPLE * cfg.sample_rate
+    min_lag, max_lag = int(np.ceil(steps / F0_RANGE_HZ[1])), int(np.floor(steps / F0_RANGE_HZ[0]))
+    if min_lag < 2 * _LAG_STEPS_PER_SAMPLE:
+        raise ValueError(f"sample rate {cfg.sample_rate} Hz is too low for pitch up to {F0_RANGE_HZ[1]} Hz")
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(win) + 0.5) / win)
+    window_ac = _autocorrelation(np.fft.rfft(hann, n_fft), n_fft, max_lag + 2, np)
+    return win, n_fft, min_lag, max_lag, hann, window_ac / window_ac[0]
+
+
+def _autocorrelation(spectrum, n_fft: int, lags: int, xp):
+    """The first `lags` autocorrelation values, at 1 / _LAG_STEPS_PER_SAMPLE sample steps, of frames
+    with this rfft."""
+    power = spectrum.real**2 + spectrum.imag**2
+    return xp.fft.irfft(power, n=n_fft * _LAG_STEPS_PER_SAMPLE, axis=-1)[..., :lags]
+
+
+def prosody(waveform, cfg: FeatureConfig, xp=np):
+    """(..., samples) -> (..., frames, 2): periodicity and log2(F0 / 100 Hz) per frame.
+
+    The autocorrelation method of Boersma (1993, Praat's "ac"): a 40 ms Hann window centred where the
+    log-Mel's frames are (so the columns line up frame for frame), the frame's normalised
+    autocorrelation divided by the window's, read at quarter-sample lags, the best lag between 600
+    and 75 Hz with Praat's octave cost, refined by a parabola through its neighbours. Written for
+    NumPy and JAX like `log_mel`.
+    """
+    waveform = xp.asarray(waveform)
+    dtype = waveform.dtype
+    win, n_fft, min_lag, max_lag, hann, window_ac = _pitch_analysis(cfg)
+    padded = xp.pad(waveform, [(0, 0)] * (waveform.ndim - 1) + [(win // 2, win - win // 2)])
+    frames = _frames(padded, win, cfg.hop_length, cfg.num_frames(waveform.shape[-1]), xp)
+    frames = (frames - xp.mean(frames, axis=-1, keepdims=True)) * xp.asarray(hann, dtype=dtype)
+    ac = _autocorrelation(xp.fft.rfft(frames, n=n_fft, axis=-1), n_fft, max_lag + 2, xp)
+    energy = ac[..., :1]
+    r = xp.where(energy > 1e-10, ac / xp.maximum(energy, 1e-10), 0.0) / xp.asarray(window_ac, dtype=dtype)
+    lags = np.arange(min_lag, max_lag + 1)
+    steps = _LAG_STEPS_PER_SAMPLE * cfg.sample_rate
+    score = r[..., min_lag:max_lag + 1] - xp.asarray(_OCTAVE_COST * np.log2(F0_RANGE_HZ[0] * lags / steps), dtype=dtype)
+    best = xp.argmax(score, axis=-1)[..., None] + min_lag
+    before, peak, after = (xp.take_along_axis(r, best + d, axis=-1)[..., 0] for d in (-1, 0, 1))
+    curvature = before - 2 * peak + after
+    shift = xp.where(curvature < 0, 0.5 * (before - after) / xp.where(curvature < 0, curvature, -1.0), 0.0)
+    period = xp.clip(best[..., 0] + xp.clip(shift, -0.5, 0.5), steps / F0_RANGE_HZ[1], steps / F0_RANGE_HZ[0])
+    log_f0 = xp.log2(steps / period / 100.0)
+    return xp.stack([xp.clip(peak, 0.0, 1.0), log_f0], axis=-1).astype(dtype)

@@ -225,14 +225,14 @@ def eval_batches(data: EvalSet, *, global_batch: int, bucket_frames: int) -> Ite
     """
     count, index = jax.process_count(), jax.process_index()
     local = global_batch // count
-    n_mels = data.mels[0].shape[1] if data.mels else 0
+    columns = data.mels[0].shape[1] if data.mels else 0
     for start in range(0, len(data), global_batch):
         ids = np.arange(start, min(start + global_batch, len(data)))
         frames = batching.bucketed(max(data.mels[i].shape[0] for i in ids), bucket_frames)
         ids = np.concatenate([ids, np.full(global_batch - len(ids), -1)])
         mine = ids[index * local:(index + 1) * local]
         mine = mine[mine >= 0]  # Filler rows come last, so this process' real rows are a prefix.
-        mel, lengths = batching.pad_batch([data.mels[i] for i in mine], rows=local, frames=frames, n_mels=n_mels)
+        mel, lengths = batching.pad_batch([data.mels[i] for i in mine], rows=local, frames=frames, columns=columns)
         label, weight = np.zeros(local, np.int32), np.zeros(local, np.float32)
         label[:len(mine)], weight[:len(mine)] = data.labels[mine], 1.0
         yield {"mel": mel, "lengths": lengths, "label": label, "weight": weight}, ids

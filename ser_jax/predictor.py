@@ -24,7 +24,7 @@ from flax import nnx
 
 from ser_jax import audio, batching, pretrained
 from ser_jax.classify import classify_mel, window_classifier
-from ser_jax.features import FeatureConfig, clip_log_mel, normalize
+from ser_jax.features import FeatureConfig, clip_features, normalize
 from ser_jax.model_info import ModelInfo
 from ser_jax.trained_model import TrainedModel
 
@@ -91,12 +91,12 @@ class Predictor:
 
     # -- Whole clips ---------------------------------------------------------------------------
 
-    def log_mel(self, waveform: np.ndarray) -> np.ndarray:
-        """A mono waveform at the training rate -> normalised (frames, mels) float32, as in training/eval."""
+    def clip_features(self, waveform: np.ndarray) -> np.ndarray:
+        """A mono waveform at the training rate -> normalised (frames, features.dim) float32, as in training/eval."""
         waveform = np.asarray(waveform)
         if waveform.ndim != 1:
             raise ValueError(f"expected a mono (samples,) waveform, got shape {waveform.shape}")
-        return normalize(clip_log_mel(waveform, self.features), self.info.mean, self.info.std).astype(np.float32)
+        return normalize(clip_features(waveform, self.features), self.info.mean, self.info.std).astype(np.float32)
 
     def prepare(self, waveform: np.ndarray, sample_rate: int, name: str) -> np.ndarray:
         """Any rate and channel count -> a usable mono waveform at the model's rate (else audio.AudioError)."""
@@ -104,7 +104,7 @@ class Predictor:
                                       min_samples=self.features.win_length)
 
     def probabilities(self, mels: Sequence[np.ndarray]) -> np.ndarray:
-        """Normalised log-Mels of any lengths -> (len(mels), classes) probabilities, in order.
+        """Normalised features (`clip_features`) of any lengths -> (len(mels), classes) probabilities, in order.
 
         Clips are sorted by length and batched; each batch is padded to a multiple of
         `bucket_frames` frames (and to a power-of-two number of rows) with the true lengths.
@@ -114,7 +114,7 @@ class Predictor:
         for start in range(0, len(order), self.batch_size):
             ids = order[start:start + self.batch_size]
             batch, lengths = batching.pad_batch(
-                [mels[i] for i in ids], rows=_rows(len(ids), self.batch_size), n_mels=self.features.n_mels,
+                [mels[i] for i in ids], rows=_rows(len(ids), self.batch_size), columns=self.features.dim,
                 frames=batching.bucketed(max(mels[i].shape[0] for i in ids), self.bucket_frames))
             probs = self._classify(self.params, self.batch_stats, jax.device_put(batch, self.device),
                                    jax.device_put(lengths, self.device))
@@ -129,7 +129,7 @@ class Predictor:
     def predict_batch(self, waveforms: Sequence[np.ndarray], sample_rate: int | None = None) -> list[dict]:
         """Whole clips ((samples,) or (samples, channels), at `sample_rate`, default the model's) -> results."""
         sr = sample_rate or self.sample_rate
-        mels = [self.log_mel(self.prepare(w, sr, f"<waveform {i}>")) for i, w in enumerate(waveforms)]
+        mels = [self.clip_features(self.prepare(w, sr, f"<waveform {i}>")) for i, w in enumerate(waveforms)]
         return [self.result(p) for p in self.probabilities(mels)]
 
     def predict(self, waveform: np.ndarray, sample_rate: int | None = None) -> dict:
@@ -147,7 +147,7 @@ class Predictor:
             errors: dict[int, audio.AudioError] = {}
             for i, path in enumerate(paths[start:start + chunk]):
                 try:
-                    loaded[i] = self.log_mel(audio.load_audio(path, self.sample_rate,
+                    loaded[i] = self.clip_features(audio.load_audio(path, self.sample_rate,
                                                               min_samples=self.features.win_length))
                 except audio.AudioError as e:
                     errors[i] = e

@@ -79,8 +79,10 @@ def load(name_or_dir: str) -> TrainedModel:
     info = ModelInfo.load(folder)
     with open(os.path.join(folder, MODEL_CONFIG)) as f:
         meta = json.load(f)
+    features = info.features
     abstract = nnx.eval_shape(lambda: create_model(meta["config"], num_classes=len(info.class_names),
-                                                   n_mels=info.features.n_mels, rngs=nnx.Rngs(0)))
+                                                   n_mels=features.n_mels, prosody=features.prosody_columns,
+                                                   rngs=nnx.Rngs(0)))
     graphdef, params, batch_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
     with np.load(os.path.join(folder, WEIGHTS)) as weights:
         stored = dict(weights)

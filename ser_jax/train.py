@@ -25,7 +25,7 @@ from flax import nnx
 
 from ser_jax import augment, checkpoints, config_files, datasets, input_pipeline, mesh, metrics, model_info
 from ser_jax.evaluate import Evaluator
-from ser_jax.features import mel_center_frequencies
+from ser_jax.features import FeatureConfig
 from ser_jax.metric_writers import MetricWriter
 from ser_jax.models import create_model
 
@@ -52,11 +52,12 @@ def create_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.
                        optax.adamw(lr_schedule(cfg, total_steps), weight_decay=cfg.weight_decay))
 
 
-def create_train_state(config: ml_collections.ConfigDict, num_classes: int, n_mels: int,
+def create_train_state(config: ml_collections.ConfigDict, num_classes: int, features: FeatureConfig,
                        tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
     key = jax.random.key(config.seed)
     init_key, train_key = jax.random.split(key)
-    model = create_model(config.model, num_classes=num_classes, n_mels=n_mels, rngs=nnx.Rngs(params=init_key))
+    model = create_model(config.model, num_classes=num_classes, n_mels=features.n_mels,
+                         prosody=features.prosody_columns, rngs=nnx.Rngs(params=init_key))
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                        ema_params=jax.tree.map(jnp.copy, params),
@@ -223,9 +224,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     total_steps = config.train.num_epochs * steps_per_epoch
     tx = create_optimizer(config.optim, total_steps)
     schedule = lr_schedule(config.optim, total_steps)
-    graphdef, state = create_train_state(config, len(class_names), features.n_mels, tx)
+    graphdef, state = create_train_state(config, len(class_names), features, tx)
     steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names),
-                  augment.MelBins(mel_center_frequencies(features), std))
+                  augment.MelBins.of(features, std))
     state = steps.place_state(state)
 
     validation = [c.dataset.source(c.splits["validation"]) for c in corpora if c.validated]

@@ -43,8 +43,10 @@ class TrainedModel:
         """
         info = ModelInfo.load(workdir)
         model_config = config_files.load_from_workdir(workdir).model
+        features = info.features
         abstract = nnx.eval_shape(lambda: create_model(model_config, num_classes=len(info.class_names),
-                                                       n_mels=info.features.n_mels, rngs=nnx.Rngs(0)))
+                                                       n_mels=features.n_mels, prosody=features.prosody_columns,
+                                                       rngs=nnx.Rngs(0)))
         graphdef, params, batch_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
         sharding = sharding or replicated(make_mesh(jax.local_devices()))
         mngr = checkpoints.manager(workdir, read_only=True)

@@ -35,14 +35,14 @@ def test_scale_frequencies_moves_a_peak_by_the_factor():
 
 def test_change_speed_shortens_the_utterance_and_raises_its_pitch():
     x, lengths = _peak_image(length=50, peak_hz=800.0)
-    faster, new_lengths = augment.change_speed(x, lengths, jnp.array([1.25]), MEL_HZ)
+    faster, new_lengths = augment.change_speed(x, lengths, jnp.array([1.25]), BINS)
     assert int(new_lengths[0]) == 40
     assert np.all(np.asarray(faster)[0, 40:] == 0)  # Past the new length: padding stays zero.
     assert abs(_peak_hz(faster) - 1000.0) < 80.0
-    slower, slow_lengths = augment.change_speed(x, lengths, jnp.array([0.8]), MEL_HZ)
+    slower, slow_lengths = augment.change_speed(x, lengths, jnp.array([0.8]), BINS)
     assert int(slow_lengths[0]) == 60  # 62.5 frames, capped at the batch's 60.
     assert _peak_hz(slower) < 700.0
-    same, same_lengths = augment.change_speed(x, lengths, jnp.array([1.0]), MEL_HZ)
+    same, same_lengths = augment.change_speed(x, lengths, jnp.array([1.0]), BINS)
     np.testing.assert_allclose(same, x, atol=1e-6)
     assert int(same_lengths[0]) == 50
 
@@ -83,3 +83,25 @@ def test_apply_is_the_identity_with_everything_off_and_random_with_each_perturba
     b = augment.apply(jax.random.key(2), x, lengths, targets, cfg, BINS)
     assert not np.allclose(a[0], b[0])
     assert np.all(np.asarray(a[1]) >= 1) and np.all(np.asarray(a[1]) <= 30)
+
+
+def test_prosody_columns_move_with_speed_only_and_are_never_frequency_masked():
+    features = FeatureConfig(n_mels=FEATURES.n_mels, pitch=True)
+    std = np.concatenate([STD_DB, [0.2, 0.5]]).astype(np.float32)  # Periodicity, then log2 F0 (octaves).
+    bins = augment.MelBins.of(features, std)
+    assert bins.log_f0_std == 0.5 and np.array_equal(bins.std_db, STD_DB)
+    x = jax.random.normal(jax.random.key(0), (8, 30, features.dim))
+    lengths = jnp.full((8,), 30)
+    targets = jnp.eye(8)
+    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.2, gain_db=6.0, tilt_db=10.0, spec_augment=True,
+                                         freq_masks=2, freq_mask_width=40, time_masks=0, time_mask_width=5,
+                                         mixup=False, mixup_alpha=0.4))
+    out = np.asarray(augment.apply(jax.random.key(1), x, lengths, targets, cfg, bins)[0])
+    np.testing.assert_array_equal(out[..., FEATURES.n_mels:], np.asarray(x)[..., FEATURES.n_mels:])
+    assert not np.allclose(out[..., :FEATURES.n_mels], np.asarray(x)[..., :FEATURES.n_mels])
+    # Constant columns over time: resampling frames keeps them, so only the F0 shift remains.
+    flat = jnp.broadcast_to(x[:, :1], x.shape)
+    faster, _ = augment.change_speed(flat, lengths, jnp.full((8,), 1.25), bins)
+    shift = np.asarray(faster - flat)[:, :20, FEATURES.n_mels:]
+    np.testing.assert_allclose(shift[..., 0], 0.0, atol=1e-5)
+    np.testing.assert_allclose(shift[..., 1], np.log2(1.25) / 0.5, atol=1e-5)  # A quarter faster: F0 up 0.32 octave.

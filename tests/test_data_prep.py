@@ -85,6 +85,33 @@ def test_prepare_is_idempotent_and_refuses_other_settings(prepared, source):
         builder.Settings(corpus="ravdess", reader_options={"include_songs": True})
 
 
+def test_pitch_stores_prosody_after_the_mels_and_older_datasets_are_still_reused(prepared, source, tmp_path):
+    settings, data_dir, plain = prepared
+    pitched = builder.prepare(builder.Settings(corpus="ravdess", features=FeatureConfig(n_mels=24, trim_db=None,
+                                                                                        pitch=True)),
+                              str(tmp_path / "pitch"), source, workers=2)
+    info = tfds.builder_from_directory(pitched.dataset_dir).info
+    assert info.metadata["settings"]["features"]["pitch"] is True
+    assert all(len(info.metadata["stats"][s]["sum"]) == 26 for s in ("train", "validation", "test"))
+    mels = {r["path"]: r["mel"] for r in records(plain.dataset_dir, "train")}
+    for r in records(pitched.dataset_dir, "train"):
+        assert r["mel"].shape == (mels[r["path"]].shape[0], 26)
+        np.testing.assert_array_equal(r["mel"][:, :24], mels[r["path"]])
+        periodicity, log_f0 = r["mel"][:, 24:].T
+        assert 0.0 <= periodicity.min() and periodicity.max() <= 1.0
+        assert np.all((log_f0 >= np.log2(0.75) - 1e-6) & (log_f0 <= np.log2(6.0) + 1e-6))  # 75-600 Hz.
+    # A dataset written before `pitch` existed (no such key in its settings) is the same as pitch=False.
+    old = tmp_path / "old"
+    shutil.copytree(data_dir, old)
+    meta_path = os.path.join(dataset_format.dataset_dir(str(old), "ravdess", "speaker"), "metadata.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    del meta["settings"]["features"]["pitch"]
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    assert builder.prepare(settings, str(old), source).reused
+
+
 KILLED_RUN = """
 import os, signal, sys
 from data_prep import builder

@@ -4,8 +4,8 @@ import librosa
 import numpy as np
 import pytest
 
-from ser_jax.features import (FeatureConfig, clip_log_mel, hz_to_mel, log_mel, loud_span, mel_center_frequencies,
-                              mel_filterbank, mel_to_hz, trim_silence)
+from ser_jax.features import (PROSODY_COLUMNS, FeatureConfig, clip_features, frame_features, hz_to_mel, log_mel,
+                              loud_span, mel_center_frequencies, mel_filterbank, mel_to_hz, prosody, trim_silence)
 
 
 def _speechlike(seconds=1.3, sr=16000, seed=0):
@@ -81,6 +81,7 @@ def test_derived_sizes_and_unknown_keys():
     assert FeatureConfig.from_mapping({"n_mels": 40}).n_mels == 40
     with pytest.raises(ValueError, match="n_mel"):
         FeatureConfig.from_mapping({"n_mel": 40})
+    assert (cfg.dim, FeatureConfig(pitch=True).dim) == (40, 40 + len(PROSODY_COLUMNS))
 
 
 def _tone(sr, seconds=0.5):
@@ -110,8 +111,8 @@ def test_trim_silence_keeps_loud_edges_and_a_whole_window_around_a_click():
 
 def test_clip_features_are_trimmed_only_when_configured():
     y = np.concatenate([np.zeros(4000), _tone(16000), np.zeros(4000)]) + 1e-5
-    full = clip_log_mel(y, FeatureConfig(n_mels=24, trim_db=None))
-    trimmed = clip_log_mel(y, FeatureConfig(n_mels=24, trim_db=40))
+    full = clip_features(y, FeatureConfig(n_mels=24, trim_db=None))
+    trimmed = clip_features(y, FeatureConfig(n_mels=24, trim_db=40))
     assert full.shape[0] == 1 + y.size // 160 and trimmed.shape[0] < full.shape[0] - 40
 
 
@@ -132,3 +133,47 @@ def test_jax_trimming_of_partly_filled_windows_equals_numpy_on_the_valid_audio()
         expected = loud_span(windows[row, :n].astype(np.float64), n, cfg)
         assert (int(start[row]), int(end[row])) == tuple(map(int, expected))
     assert int(end[0]) - int(start[0]) < y.size - 8000  # The quiet edges went.
+
+
+def _harmonic(f0_hz, sr=16000, seconds=0.6, seed=0):
+    """A voice-like harmonic tone with F0 f0_hz (a scalar or one value per sample), in light noise."""
+    t = np.arange(int(seconds * sr)) / sr
+    phase = 2 * np.pi * np.cumsum(np.broadcast_to(f0_hz, t.shape)) / sr
+    y = sum(np.sin(k * phase) / k for k in range(1, 10)) * 0.2
+    return y + 0.002 * np.random.default_rng(seed).standard_normal(t.size)
+
+
+@pytest.mark.parametrize("f0", [80.0, 130.0, 310.0, 560.0])
+def test_prosody_finds_the_f0_of_a_harmonic_voice_across_the_range(f0):
+    periodicity, log_f0 = prosody(_harmonic(f0), FeatureConfig()).T
+    inner = slice(5, -5)  # Away from the edges, where the window runs into the zero padding.
+    np.testing.assert_allclose(100 * 2 ** log_f0[inner], f0, rtol=0.01)
+    assert np.all(periodicity[inner] > 0.9)
+
+
+def test_prosody_follows_a_moving_contour_and_rejects_noise_and_silence():
+    cfg, sr = FeatureConfig(), 16000
+    t = np.arange(int(1.2 * sr)) / sr
+    f0 = 140 * (1 + 0.2 * np.sin(2 * np.pi * 1.5 * t))  # 112-168 Hz, as a rising and falling sentence.
+    periodicity, log_f0 = prosody(_harmonic(f0, seconds=1.2), cfg).T
+    centres = np.arange(periodicity.size) * cfg.hop_length
+    inner = slice(5, -5)
+    np.testing.assert_allclose(100 * 2 ** log_f0[inner], f0[np.minimum(centres, t.size - 1)][inner], rtol=0.02)
+    noise = prosody(0.1 * np.random.default_rng(1).standard_normal(sr), cfg)
+    assert np.median(noise[:, 0]) < 0.4
+    silence = prosody(np.zeros(sr), cfg)
+    np.testing.assert_array_equal(silence[:, 0], 0.0)
+    assert np.all(np.isfinite(silence))
+
+
+def test_pitch_appends_prosody_frame_for_frame_and_jax_matches_numpy():
+    cfg = FeatureConfig(pitch=True)
+    y = _speechlike()
+    both = frame_features(y.astype(np.float64), cfg)
+    mel = log_mel(y.astype(np.float64), cfg)
+    assert both.shape == (mel.shape[0], cfg.dim)
+    np.testing.assert_array_equal(both[:, :cfg.n_mels], mel)
+    np.testing.assert_array_equal(both[:, cfg.n_mels:], prosody(y.astype(np.float64), cfg))
+    ours = np.asarray(jax.jit(lambda w: frame_features(w, cfg, jnp))(jnp.asarray(y)))
+    np.testing.assert_allclose(ours[:, cfg.n_mels:], both[:, cfg.n_mels:], atol=1e-4, rtol=0)
+    assert clip_features(y, cfg).shape[1] == cfg.dim

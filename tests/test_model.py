@@ -151,3 +151,17 @@ def test_attentive_statistics_pooling_sees_how_much_a_feature_varies():
     std = jnp.sqrt((weights[:, None] * jnp.square(swinging[0, :6] - mean)).sum(0))
     np.testing.assert_allclose(out[1], jnp.concatenate([mean, std]), atol=1e-3)
     np.testing.assert_allclose(out[0], [1, 1, 1, 0, 0, 0], atol=1e-2)
+
+
+@pytest.mark.parametrize("variant", ["cnn_bilstm", "cnn_only", "lstm_only", "conformer"])
+def test_prosody_columns_reach_the_encoder_and_their_padding_does_not(variant):
+    m = create_model(VARIANTS[variant], num_classes=5, n_mels=17, prosody=2, rngs=nnx.Rngs(0))
+    model = jax.jit(lambda x, lengths: m(x, lengths))
+    x = jax.random.normal(jax.random.key(1), (2, 41, 19))
+    lengths = jnp.array([41, 23])
+    ref = model(x, lengths)
+    # The pitch contour alone changed (one frame of the shorter example): its prediction moves.
+    moved = model(x.at[1, 5, 18].add(3.0), lengths)
+    assert not np.allclose(moved[1], ref[1], atol=1e-4)
+    np.testing.assert_allclose(moved[0], ref[0], atol=1e-5)
+    np.testing.assert_allclose(model(x.at[1, 23:, 17:].set(99.0), lengths), ref, atol=1e-5)

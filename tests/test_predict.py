@@ -22,7 +22,7 @@ from flax import nnx
 
 from data_prep.corpora import synthetic
 from ser_jax import classify, evaluate, export, input_pipeline, serving, streaming
-from ser_jax.features import FeatureConfig, log_mel
+from ser_jax.features import FeatureConfig, frame_features
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
 from ser_jax.models import create_model
@@ -114,7 +114,8 @@ def test_streaming_tracks_the_emotion_and_ends_on_the_whole_clip_prediction(pred
 
 
 def test_jax_frontend_in_the_window_function_matches_numpy_features(predictor, held_out):
-    """The jitted window path's log-Mel equals data_prep's float64 NumPy features within 1e-3 dB."""
+    """The jitted window path's features (log-Mel and prosody) equal data_prep's float64 NumPy ones
+    within 1e-3 (dB; periodicity; octaves of F0)."""
     info, sr = predictor.info, predictor.sample_rate
     window = int(WINDOW_S * sr)
     wave = sf.read(held_out.metadata["path"][-1], dtype="float32")[0]
@@ -128,7 +129,8 @@ def test_jax_frontend_in_the_window_function_matches_numpy_features(predictor, h
     mel, lengths = jax.device_get(frontend(padded, n))
     db = mel * info.std + info.mean
     for row, count in enumerate(n):
-        ref = log_mel(wave[:count].astype(np.float64), info.features)
+        ref = frame_features(wave[:count].astype(np.float64), info.features)
+        assert ref.shape[1] == info.features.n_mels + 2
         assert lengths[row] == ref.shape[0] == info.features.num_frames(count)
         np.testing.assert_allclose(db[row, :lengths[row]], ref, atol=1e-3, rtol=0)
 

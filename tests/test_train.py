@@ -17,14 +17,15 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from data_prep.corpora import synthetic
 from ser_jax.config_files import load_py
-from ser_jax.features import FeatureConfig, mel_center_frequencies
+from ser_jax.features import FeatureConfig
 from ser_jax import augment, checkpoints, evaluate, train
 from ser_jax.mesh import make_mesh
 from ser_jax.trained_model import TrainedModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EPOCHS, STEPS_PER_EPOCH = 2, 4  # 4 train speakers x 8 emotions = 32 clips, batch 8.
-MEL_BINS = augment.MelBins(mel_center_frequencies(FeatureConfig(n_mels=24)), np.full(24, 10.0, np.float32))
+FEATURES = FeatureConfig(n_mels=24)
+MEL_BINS = augment.MelBins.of(FEATURES, np.full(24, 10.0, np.float32))
 TINY_ENCODERS = {"cnn_bilstm": dict(lstm_hidden=12),
                  "conformer": dict(d_model=16, num_layers=1, num_heads=2, conv_kernel=5)}
 
@@ -74,7 +75,7 @@ def params_of(workdir: str, step="latest") -> list[np.ndarray]:
 def test_one_device_and_eight_devices_give_the_same_loss_and_gradients(model):
     config = tiny_config("", model)
     tx = train.create_optimizer(config.optim, 10)
-    graphdef, state = train.create_train_state(config, num_classes=5, n_mels=24, tx=tx)
+    graphdef, state = train.create_train_state(config, num_classes=5, features=FEATURES, tx=tx)
     rng = np.random.default_rng(0)
     lengths = rng.integers(20, 120, size=16).astype(np.int32)
     mel = rng.normal(size=(16, 120, 24)).astype(np.float32) * (np.arange(120)[None, :, None] < lengths[:, None, None])
@@ -268,7 +269,7 @@ def test_weight_average_is_what_evaluation_and_deployment_get():
     with config.unlocked():
         config.optim.ema_decay = 0.9
     tx = train.create_optimizer(config.optim, 10)
-    graphdef, state = train.create_train_state(config, num_classes=5, n_mels=24, tx=tx)
+    graphdef, state = train.create_train_state(config, num_classes=5, features=FEATURES, tx=tx)
     steps = train.Steps(make_mesh(), graphdef, tx, config, 5, MEL_BINS)
     state = steps.place_state(state)
     rng = np.random.default_rng(1)

@@ -49,34 +49,46 @@ class LogMelClassifier(nnx.Module):
     (`front_end`), pooling over valid frames and the softmax head at the end (`pooled_logits`); a
     model puts its sequence encoder in between.
 
+    The input's last `prosody` columns (periodicity and log F0, `FeatureConfig.pitch`) are not part
+    of the mel image: they bypass the conv blocks and join each of its output steps, the frames it
+    pooled together side by side, so the encoder gets the pitch contour at full time resolution.
+
     A base class rather than submodules, so that the parameters keep their checkpoint paths
     (`blocks/0/conv/kernel`, `head/kernel`, ...) in the models that build on it.
     """
 
-    def __init__(self, n_mels: int, channels: Sequence[int], *, dropout: float, input_norm: str, dtype: str,
-                 rngs: nnx.Rngs):
+    def __init__(self, n_mels: int, channels: Sequence[int], *, prosody: int, dropout: float, input_norm: str,
+                 dtype: str, rngs: nnx.Rngs):
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"model.input_norm must be one of {sorted(INPUT_NORMS)}, got {input_norm!r}")
         self.dtype = jnp.dtype(dtype)
         self.input_norm = input_norm
+        self.n_mels, self.prosody = n_mels, prosody
         ins = (1, *channels[:-1])
         self.blocks = nnx.List([ConvBlock(i, o, dropout=dropout, dtype=self.dtype, rngs=rngs)
                                 for i, o in zip(ins, channels)])
         for _ in channels:  # Odd mel counts are padded to even before each pooling.
             n_mels = (n_mels + 1) // 2
-        self.frame_features = n_mels * channels[-1] if channels else n_mels
+        self.time_stride = 2 ** len(channels)
+        self.frame_features = (n_mels * channels[-1] if channels else n_mels) + self.time_stride * prosody
 
     def front_end(self, x: jax.Array, lengths: jax.Array, *, train: bool, rngs: nnx.Rngs | None
                   ) -> tuple[jax.Array, jax.Array]:
-        """(batch, frames, mels) -> (batch, frames', frame_features) in the compute dtype, and lengths'."""
+        """(batch, frames, mels + prosody) -> (batch, frames', frame_features) in the compute dtype, and lengths'."""
         if (norm := INPUT_NORMS[self.input_norm]) is not None:
             x = norm(x.astype(jnp.float32), length_mask(lengths, x.shape[1]))
         x = x.astype(self.dtype)
-        if self.blocks:
-            x = x[..., None]
-            for block in self.blocks:
-                x, lengths = block(x, lengths, train=train, rngs=rngs)
-            x = x.reshape(*x.shape[:2], -1)
+        if not self.blocks:
+            return x, lengths
+        x, extra = x[..., :self.n_mels, None], x[..., self.n_mels:]
+        extra = jnp.where(length_mask(lengths, extra.shape[1])[..., None], extra, 0)
+        for block in self.blocks:
+            x, lengths = block(x, lengths, train=train, rngs=rngs)
+        x = x.reshape(*x.shape[:2], -1)
+        if self.prosody:
+            b, frames, _ = extra.shape
+            extra = jnp.pad(extra, ((0, 0), (0, x.shape[1] * self.time_stride - frames), (0, 0)))
+            x = jnp.concatenate([x, extra.reshape(b, x.shape[1], -1)], axis=-1)
         return x, lengths
 
     def build_head(self, features: int, num_classes: int, *, pooling: str, attention_dim: int, dropout: float,
@@ -97,12 +109,13 @@ class LogMelClassifier(nnx.Module):
 
 
 class Model(LogMelClassifier):
-    def __init__(self, *, num_classes: int, n_mels: int, channels: Sequence[int] = (32, 64),
+    def __init__(self, *, num_classes: int, n_mels: int, prosody: int = 0, channels: Sequence[int] = (32, 64),
                  lstm_hidden: int = 128, pooling: str = "attention", attention_dim: int = 64,
                  dropout: float = 0.3, input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
         if not channels and not lstm_hidden:
             raise ValueError("a model needs conv channels, an LSTM, or both")
-        super().__init__(n_mels, channels, dropout=dropout, input_norm=input_norm, dtype=dtype, rngs=rngs)
+        super().__init__(n_mels, channels, prosody=prosody, dropout=dropout, input_norm=input_norm, dtype=dtype,
+                         rngs=rngs)
         dtype = self.dtype
         features = self.frame_features
         self.lstm = BiLSTM(features, lstm_hidden, dtype=dtype, rngs=rngs) if lstm_hidden else None
@@ -111,7 +124,7 @@ class Model(LogMelClassifier):
 
     def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
-        """(batch, frames, mels) normalised log-Mel and true lengths -> (batch, classes) float32 logits."""
+        """(batch, frames, mels + prosody) normalised features and true lengths -> (batch, classes) float32 logits."""
         x, lengths = self.front_end(x, lengths, train=train, rngs=rngs)
         mask = length_mask(lengths, x.shape[1])
         if self.lstm is not None:

@@ -117,14 +117,16 @@ class ConformerBlock(nnx.Module):
 
 
 class Model(LogMelClassifier):
-    def __init__(self, *, num_classes: int, n_mels: int, channels: Sequence[int] = (32, 64), d_model: int = 96,
+    def __init__(self, *, num_classes: int, n_mels: int, prosody: int = 0, channels: Sequence[int] = (32, 64),
+                 d_model: int = 96,
                  num_layers: int = 2, num_heads: int = 4, ff_mult: int = 2, conv_kernel: int = 15,
                  pooling: str = "attention", attention_dim: int = 64, dropout: float = 0.3,
                  input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
         if d_model % num_heads or (d_model // num_heads) % 2:
             raise ValueError(f"model.d_model={d_model} must split into model.num_heads={num_heads} heads of an "
                              "even size (rotary positions rotate pairs of features)")
-        super().__init__(n_mels, channels, dropout=dropout, input_norm=input_norm, dtype=dtype, rngs=rngs)
+        super().__init__(n_mels, channels, prosody=prosody, dropout=dropout, input_norm=input_norm, dtype=dtype,
+                         rngs=rngs)
         dtype = self.dtype
         self.project = nnx.Linear(self.frame_features, d_model, dtype=dtype, rngs=rngs)
         self.layers = nnx.List([ConformerBlock(d_model, num_heads, ff_mult * d_model, conv_kernel, dropout=dropout,
@@ -134,7 +136,7 @@ class Model(LogMelClassifier):
 
     def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
-        """(batch, frames, mels) normalised log-Mel and true lengths -> (batch, classes) float32 logits."""
+        """(batch, frames, mels + prosody) normalised features and true lengths -> (batch, classes) float32 logits."""
         x, lengths = self.front_end(x, lengths, train=train, rngs=rngs)
         valid = length_mask(lengths, x.shape[1])
         x = self.project(x)

@@ -110,7 +110,7 @@ async def predict(request: Request, service: Service) -> JSONResponse:
 async def _classify(service: Service, wave: np.ndarray, duration: float) -> dict:
     predictor, window = service.predictor, service.window_samples
     loop = asyncio.get_running_loop()
-    whole = loop.run_in_executor(service.clips, lambda: predictor.probabilities([predictor.log_mel(wave)])[0])
+    whole = loop.run_in_executor(service.clips, lambda: predictor.probabilities([predictor.clip_features(wave)])[0])
     starts = segment_starts(wave.size, window) if wave.size > window else []
     segments = [service.batcher.submit(wave[s:s + window], window, bulk=True) for s in starts]
     result = {**predictor.result(await whole), "duration_s": duration}
