@@ -44,7 +44,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         sample_rate=16000, n_mels=40, window_ms=25.0, hop_ms=10.0, n_fft=placeholder(int), fmin=0.0,
         fmax=placeholder(float), amin=1e-10,
         trim_db=40.0,  # Cut leading/trailing audio 40 dB below the loudest frame (None: keep it all).
-        pitch=False))  # Add each frame's periodicity and log F0 after the mel bins.
+        pitch=True))  # Add each frame's periodicity and log F0 after the mel bins (False: log-Mel only).
     c.model = ml_collections.ConfigDict(dict(
         name="cnn_bilstm", channels=(16, 32), lstm_hidden=48, pooling="attention", attention_dim=32,
         dropout=0.1, input_norm="dataset", dtype="float32"))

@@ -40,7 +40,7 @@ flags.DEFINE_integer("n_fft", None, "FFT size (default: the next power of two >=
 flags.DEFINE_float("fmin", _DEFAULT_FEATURES.fmin, "Lowest mel frequency.")
 flags.DEFINE_float("fmax", None, "Highest mel frequency (default: Nyquist).")
 flags.DEFINE_boolean("pitch", _DEFAULT_FEATURES.pitch, "Add each frame's periodicity and log F0 after the "
-                     "mel bins (prosody that 40 mel bins cannot resolve).")
+                     "mel bins (prosody that 40 mel bins cannot resolve); --nopitch: log-Mel only.")
 flags.DEFINE_float("trim_db", _DEFAULT_FEATURES.trim_db, "Cut leading/trailing audio this many dB below each "
                    "clip's loudest frame (0: keep it all).")
 

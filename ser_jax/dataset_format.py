@@ -1,7 +1,8 @@
 """The contract between the writer (`data_prep`) and the readers (training, evaluation) of a dataset.
 
 A prepared dataset is a TFDS ArrayRecord folder `<data_dir>/<corpus>/<config name>/<DATASET_VERSION>`
-whose examples hold `mel` (frames, n_mels) float32, `label` (an index into EMOTIONS), `duration` and
+whose examples hold `mel` (frames, FeatureConfig.dim) float32 (the log-Mel bins, then the prosody
+columns of `features.pitch`), `label` (an index into EMOTIONS), `duration` and
 the TEXT_FIELDS, and whose metadata holds, under the keys below: the settings it was prepared with,
 per-split feature statistics (frames, per-bin sum and sum of squares, in float64), per-split
 emotion counts, the speakers of each split and the files that were skipped. Statistics are stored

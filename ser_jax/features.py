@@ -35,15 +35,16 @@ class FeatureConfig:
     trim_db: float | None = 40.0
     # Two more columns after the mel bins: each frame's periodicity and log2 F0 (`prosody`). 40 mel
     # bins do not resolve the harmonics of a male voice, so without them a model hears no pitch.
-    pitch: bool = False
+    pitch: bool = True
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> "FeatureConfig":
+        """Stored or configured settings; ones stored before a setting existed mean what they meant then."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(m) - known
         if unknown:
             raise ValueError(f"Unknown feature settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**dict(m))
+        return cls(**{**_BEFORE_THEY_EXISTED, **dict(m)})
 
     @property
     def win_length(self) -> int:
@@ -70,6 +71,10 @@ class FeatureConfig:
         """Frames librosa's centred STFT makes of `num_samples` samples."""
         return 1 + num_samples // self.hop_length
 
+
+# Settings added after datasets and models were first stored, at the value that reproduces what a
+# mapping without them described (datasets and models of before session 8 have no prosody columns).
+_BEFORE_THEY_EXISTED = {"pitch": False}
 
 # The prosody columns, in order. Periodicity is the normalised autocorrelation at the chosen lag
 # (0: noise or silence, 1: perfectly periodic); log2(F0 / 100 Hz) is that lag's frequency, reported
@@ -236,9 +241,11 @@ def _pitch_analysis(cfg: FeatureConfig) -> tuple[int, int, int, int, np.ndarray,
     """Window length, FFT size, lag range (in lag steps) and the Hann window with its own normalised
     autocorrelation, which Boersma's method divides out (so a long lag is not penalised for the taper)."""
     win = int(round(cfg.sample_rate * _PITCH_PERIODS / F0_RANGE_HZ[0]))
-    n_fft = 1 << (2 * win - 1).bit_length()  # >= 2 * win: no circular wrap-around at any lag.
     steps = _LAG_STEPS_PER_SAMPLE * cfg.sample_rate
     min_lag, max_lag = int(np.ceil(steps / F0_RANGE_HZ[1])), int(np.floor(steps / F0_RANGE_HZ[0]))
+    # Long enough that the lags read (up to the floor's period, and one more) do not wrap around;
+    # the FFTs are most of the frontend's time, so no longer.
+    n_fft = 1 << (win + max_lag // _LAG_STEPS_PER_SAMPLE + 1).bit_length()
     if min_lag < 2 * _LAG_STEPS_PER_SAMPLE:
         raise ValueError(f"sample rate {cfg.sample_rate} Hz is too low for pitch up to {F0_RANGE_HZ[1]} Hz")
     hann = 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(win) + 0.5) / win)

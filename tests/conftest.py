@@ -27,8 +27,9 @@ def ravdess_dir() -> pathlib.Path:
 def angry_sad_workdir(tmp_path_factory) -> str:
     """A tiny model trained on a synthetic corpus of two clearly different emotions (angry vs sad; 6
     speakers: 4 train, 1 validation, 1 test), so label checks are reliable; ~20 s, once per session
-    for every test module that needs a trained model. It takes the prosody columns (`features.pitch`),
-    so every deployment path is checked with them; the shipped models check the log-Mel-only path."""
+    for every test module that needs a trained model. It takes the recipe's prosody columns
+    (`features.pitch`), so every deployment path is checked with them; the shipped models check the
+    log-Mel-only path."""
     from configs.base import get_base_config
     from data_prep.corpora import synthetic
     from ser_jax import train
@@ -39,7 +40,6 @@ def angry_sad_workdir(tmp_path_factory) -> str:
     c = get_base_config()
     c.data.data_dir, c.data.source_dir = str(root / "data"), source
     c.data.max_frames, c.data.worker_threads = 150, 1
-    c.features.pitch = True
     c.model.channels, c.model.lstm_hidden, c.model.attention_dim, c.model.dropout = (8,), 16, 8, 0.0
     # The label checks need two emotions told apart after 24 steps, which a tiny model does more
     # reliably with dataset normalisation (the angry clips are louder) than per utterance.

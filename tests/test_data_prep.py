@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,7 +22,8 @@ from ser_jax.features import FeatureConfig
 from ser_jax.input_pipeline import open_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FEATURES = FeatureConfig(n_mels=24, trim_db=None)  # Untrimmed: stored lengths are the clips' own.
+# Untrimmed: stored lengths are the clips' own; log-Mel only: the stored columns are the mel bins.
+FEATURES = FeatureConfig(n_mels=24, trim_db=None, pitch=False)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +89,7 @@ def test_prepare_is_idempotent_and_refuses_other_settings(prepared, source):
 
 def test_pitch_stores_prosody_after_the_mels_and_older_datasets_are_still_reused(prepared, source, tmp_path):
     settings, data_dir, plain = prepared
-    pitched = builder.prepare(builder.Settings(corpus="ravdess", features=FeatureConfig(n_mels=24, trim_db=None,
-                                                                                        pitch=True)),
+    pitched = builder.prepare(builder.Settings(corpus="ravdess", features=dataclasses.replace(FEATURES, pitch=True)),
                               str(tmp_path / "pitch"), source, workers=2)
     info = tfds.builder_from_directory(pitched.dataset_dir).info
     assert info.metadata["settings"]["features"]["pitch"] is True
@@ -100,7 +101,7 @@ def test_pitch_stores_prosody_after_the_mels_and_older_datasets_are_still_reused
         periodicity, log_f0 = r["mel"][:, 24:].T
         assert 0.0 <= periodicity.min() and periodicity.max() <= 1.0
         assert np.all((log_f0 >= np.log2(0.75) - 1e-6) & (log_f0 <= np.log2(6.0) + 1e-6))  # 75-600 Hz.
-    # A dataset written before `pitch` existed (no such key in its settings) is the same as pitch=False.
+    # A dataset written before `pitch` existed (no such key in its settings) is what it was: pitch=False.
     old = tmp_path / "old"
     shutil.copytree(data_dir, old)
     meta_path = os.path.join(dataset_format.dataset_dir(str(old), "ravdess", "speaker"), "metadata.json")
@@ -110,6 +111,9 @@ def test_pitch_stores_prosody_after_the_mels_and_older_datasets_are_still_reused
     with open(meta_path, "w") as f:
         json.dump(meta, f)
     assert builder.prepare(settings, str(old), source).reused
+    with pytest.raises(ValueError, match="other settings"):
+        builder.prepare(builder.Settings(corpus="ravdess", features=dataclasses.replace(FEATURES, pitch=True)),
+                        str(old), source)
 
 
 KILLED_RUN = """

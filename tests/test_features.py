@@ -81,7 +81,10 @@ def test_derived_sizes_and_unknown_keys():
     assert FeatureConfig.from_mapping({"n_mels": 40}).n_mels == 40
     with pytest.raises(ValueError, match="n_mel"):
         FeatureConfig.from_mapping({"n_mel": 40})
-    assert (cfg.dim, FeatureConfig(pitch=True).dim) == (40, 40 + len(PROSODY_COLUMNS))
+    assert (cfg.dim, FeatureConfig(pitch=False).dim) == (40 + len(PROSODY_COLUMNS), 40)
+    # Settings stored before `pitch` existed describe log-Mel-only features; given, it is kept.
+    assert FeatureConfig.from_mapping({"n_mels": 40}).pitch is False
+    assert FeatureConfig.from_mapping({"pitch": True}).pitch is True
 
 
 def _tone(sr, seconds=0.5):

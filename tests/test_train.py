@@ -24,7 +24,7 @@ from ser_jax.trained_model import TrainedModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EPOCHS, STEPS_PER_EPOCH = 2, 4  # 4 train speakers x 8 emotions = 32 clips, batch 8.
-FEATURES = FeatureConfig(n_mels=24)
+FEATURES = FeatureConfig(n_mels=24, pitch=False)  # The hand-made batches below are 24 log-Mel bins wide.
 MEL_BINS = augment.MelBins.of(FEATURES, np.full(24, 10.0, np.float32))
 TINY_ENCODERS = {"cnn_bilstm": dict(lstm_hidden=12),
                  "conformer": dict(d_model=16, num_layers=1, num_heads=2, conv_kernel=5)}
