@@ -160,8 +160,8 @@ class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
 
 
 def _with_feature_defaults(settings: dict | None) -> dict | None:
-    """Stored settings with the feature settings added since filled in at their defaults, so a
-    dataset prepared before a new (off by default) feature setting existed is still reused."""
+    """Stored settings with the feature settings added since filled in as what the dataset holds
+    (`FeatureConfig.from_mapping`), so one prepared before a setting existed compares as it is."""
     if not settings or "features" not in settings:
         return settings
     features = FeatureConfig.from_mapping(settings["features"])

@@ -241,8 +241,8 @@ def _pitch_analysis(cfg: FeatureConfig) -> tuple[int, int, int, int, np.ndarray,
     """Window length, FFT size, lag range (in lag steps) and the Hann window with its own normalised
     autocorrelation, which Boersma's method divides out (so a long lag is not penalised for the taper)."""
     win = int(round(cfg.sample_rate * _PITCH_PERIODS / F0_RANGE_HZ[0]))
-    steps = _LAG_STEPS_PER_SAMPLE * cfg.sample_rate
-    min_lag, max_lag = int(np.ceil(steps / F0_RANGE_HZ[1])), int(np.floor(steps / F0_RANGE_HZ[0]))
+    steps_per_s = _LAG_STEPS_PER_SAMPLE * cfg.sample_rate
+    min_lag, max_lag = int(np.ceil(steps_per_s / F0_RANGE_HZ[1])), int(np.floor(steps_per_s / F0_RANGE_HZ[0]))
     # Long enough that the lags read (up to the floor's period, and one more) do not wrap around;
     # the FFTs are most of the frontend's time, so no longer.
     n_fft = 1 << (win + max_lag // _LAG_STEPS_PER_SAMPLE + 1).bit_length()
@@ -255,7 +255,7 @@ def _pitch_analysis(cfg: FeatureConfig) -> tuple[int, int, int, int, np.ndarray,
 
 def _autocorrelation(spectrum, n_fft: int, lags: int, xp):
     """The first `lags` autocorrelation values, at 1 / _LAG_STEPS_PER_SAMPLE sample steps, of frames
-    with this rfft."""
+    with this rfft (the power spectrum's inverse transform, zero-padded)."""
     power = spectrum.real**2 + spectrum.imag**2
     return xp.fft.irfft(power, n=n_fft * _LAG_STEPS_PER_SAMPLE, axis=-1)[..., :lags]
 
@@ -279,12 +279,14 @@ def prosody(waveform, cfg: FeatureConfig, xp=np):
     energy = ac[..., :1]
     r = xp.where(energy > 1e-10, ac / xp.maximum(energy, 1e-10), 0.0) / xp.asarray(window_ac, dtype=dtype)
     lags = np.arange(min_lag, max_lag + 1)
-    steps = _LAG_STEPS_PER_SAMPLE * cfg.sample_rate
-    score = r[..., min_lag:max_lag + 1] - xp.asarray(_OCTAVE_COST * np.log2(F0_RANGE_HZ[0] * lags / steps), dtype=dtype)
+    steps_per_s = _LAG_STEPS_PER_SAMPLE * cfg.sample_rate
+    octave_cost = _OCTAVE_COST * np.log2(F0_RANGE_HZ[0] * lags / steps_per_s)
+    score = r[..., min_lag:max_lag + 1] - xp.asarray(octave_cost, dtype=dtype)
     best = xp.argmax(score, axis=-1)[..., None] + min_lag
     before, peak, after = (xp.take_along_axis(r, best + d, axis=-1)[..., 0] for d in (-1, 0, 1))
     curvature = before - 2 * peak + after
     shift = xp.where(curvature < 0, 0.5 * (before - after) / xp.where(curvature < 0, curvature, -1.0), 0.0)
-    period = xp.clip(best[..., 0] + xp.clip(shift, -0.5, 0.5), steps / F0_RANGE_HZ[1], steps / F0_RANGE_HZ[0])
-    log_f0 = xp.log2(steps / period / 100.0)
+    period = xp.clip(best[..., 0] + xp.clip(shift, -0.5, 0.5), steps_per_s / F0_RANGE_HZ[1],
+                     steps_per_s / F0_RANGE_HZ[0])
+    log_f0 = xp.log2(steps_per_s / period / 100.0)
     return xp.stack([xp.clip(peak, 0.0, 1.0), log_f0], axis=-1).astype(dtype)
