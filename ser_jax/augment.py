@@ -23,6 +23,8 @@ import numpy as np
 
 from ser_jax.features import PROSODY_COLUMNS, FeatureConfig, mel_center_frequencies
 
+_LOG_F0 = PROSODY_COLUMNS.index("log2_f0_100hz")  # Its place among the columns after the mel bins.
+
 
 class MelBins(NamedTuple):
     """What the frequency and level augmentations need to know about the columns of the input."""
@@ -35,9 +37,8 @@ class MelBins(NamedTuple):
     def of(cls, features: FeatureConfig, std: np.ndarray) -> "MelBins":
         """From the feature settings and the training statistics' per-column std."""
         std = np.asarray(std)
-        log_f0 = features.n_mels + PROSODY_COLUMNS.index("log2_f0_100hz")
         return cls(mel_center_frequencies(features), std[:features.n_mels],
-                   float(std[log_f0]) if features.pitch else None)
+                   float(std[features.n_mels + _LOG_F0]) if features.pitch else None)
 
 
 def _band_masks(key, n_masks: int, max_width: int, limit: jax.Array, size: int) -> jax.Array:
@@ -109,8 +110,7 @@ def change_speed(x: jax.Array, lengths: jax.Array, rate: jax.Array, bins: MelBin
     valid = jnp.arange(frames)[None, :, None] < new_lengths[:, None, None]
     x = _on_mels(lambda mel: scale_frequencies(mel, rate, bins.hz), x, len(bins.hz))
     if bins.log_f0_std is not None:
-        column = len(bins.hz) + PROSODY_COLUMNS.index("log2_f0_100hz")
-        x = x.at[..., column].add(jnp.log2(rate)[:, None] / bins.log_f0_std)
+        x = x.at[..., len(bins.hz) + _LOG_F0].add(jnp.log2(rate)[:, None] / bins.log_f0_std)
     return jnp.where(valid, x, 0.0), new_lengths
 
 

@@ -80,13 +80,13 @@ class LogMelClassifier(nnx.Module):
         x = x.astype(self.dtype)
         if not self.blocks:
             return x, lengths
-        x, extra = x[..., :self.n_mels, None], x[..., self.n_mels:]
-        extra = jnp.where(length_mask(lengths, extra.shape[1])[..., None], extra, 0)
+        x, extra, frame_lengths = x[..., :self.n_mels, None], x[..., self.n_mels:], lengths
         for block in self.blocks:
             x, lengths = block(x, lengths, train=train, rngs=rngs)
         x = x.reshape(*x.shape[:2], -1)
         if self.prosody:
             b, frames, _ = extra.shape
+            extra = jnp.where(length_mask(frame_lengths, frames)[..., None], extra, 0)
             extra = jnp.pad(extra, ((0, 0), (0, x.shape[1] * self.time_stride - frames), (0, 0)))
             x = jnp.concatenate([x, extra.reshape(b, x.shape[1], -1)], axis=-1)
         return x, lengths
