@@ -46,8 +46,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         trim_db=40.0,  # Cut leading/trailing audio 40 dB below the loudest frame (None: keep it all).
         pitch=True))  # Add each frame's periodicity and log F0 after the mel bins (False: log-Mel only).
     c.model = ml_collections.ConfigDict(dict(
-        name="cnn_bilstm", channels=(16, 32), lstm_hidden=48, pooling="attention", attention_dim=32,
-        dropout=0.1, input_norm="dataset", dtype="float32"))
+        name="cnn_bilstm", channels=(16, 32), lstm_hidden=48,
+        attention_heads=0,  # >0: a residual self-attention layer with this many heads after the BiLSTM.
+        pooling="attention", attention_dim=32, dropout=0.1, input_norm="dataset", dtype="float32"))
     c.optim = ml_collections.ConfigDict(dict(
         lr=3e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=1e-4, grad_clip=1.0,
         ema_decay=0.99,  # >0: validate, checkpoint for inference and deploy an average of the weights.

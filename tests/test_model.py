@@ -5,14 +5,13 @@ import pytest
 from flax import nnx
 
 from ser_jax.models import create_model
-from ser_jax.models.conformer import rotary
-from ser_jax.models.layers import BiLSTM
+from ser_jax.models.layers import BiLSTM, length_mask, rotary
 
 TINY = dict(name="cnn_bilstm", channels=(4, 8), lstm_hidden=8, pooling="attention", attention_dim=8, dropout=0.0)
 TINY_CONFORMER = dict(name="conformer", channels=(4,), d_model=16, num_layers=1, num_heads=2, ff_mult=2,
                       conv_kernel=5, pooling="attention", attention_dim=8, dropout=0.0)
 VARIANTS = {"cnn_bilstm": TINY, "cnn_only": {**TINY, "lstm_hidden": 0}, "lstm_only": {**TINY, "channels": ()},
-            "mean_pooling": {**TINY, "pooling": "mean"}, "stats_pooling": {**TINY, "pooling": "attention_stats"},
+            "bilstm_attention": {**TINY, "attention_heads": 2}, "mean_pooling": {**TINY, "pooling": "mean"}, "stats_pooling": {**TINY, "pooling": "attention_stats"},
             "conformer": TINY_CONFORMER,
             # Straight on the frames, the encoder itself must keep the garbage in the padding out.
             "conformer_on_frames": {**TINY_CONFORMER, "channels": ()},
@@ -90,12 +89,29 @@ def test_bad_model_configs_fail_clearly():
         _model(lstm_hiden=3)
     with pytest.raises(TypeError, match="lstm_hidden"):  # A BiLSTM key in a conformer config.
         _model(TINY_CONFORMER, lstm_hidden=8)
+    with pytest.raises(ValueError, match="attention_heads=3"):  # 16 BiLSTM features do not split in 3.
+        _model(attention_heads=3)
     with pytest.raises(ValueError, match="num_heads=3"):
         _model(TINY_CONFORMER, num_heads=3)
     with pytest.raises(ValueError, match="pooling"):
         _model(TINY_CONFORMER, pooling="max")
     with pytest.raises(ValueError, match="input_norm"):
         _model(TINY_CONFORMER, input_norm="speaker")
+
+
+def test_attention_after_the_bilstm_is_a_residual_layer_that_changes_the_logits():
+    model = _model(attention_heads=2)
+    x = jax.random.normal(jax.random.key(3), (2, 24, 17))
+    lengths = jnp.array([24, 15])
+    with_attention = model(x, lengths)
+    # A residual layer: with its output projection zeroed the model is front end, BiLSTM, pooling.
+    model.attention.out.kernel.value = jnp.zeros_like(model.attention.out.kernel.value)
+    model.attention.out.bias.value = jnp.zeros_like(model.attention.out.bias.value)
+    h, frame_lengths = model.front_end(x, lengths, train=False, rngs=None)
+    without = model.pooled_logits(model.lstm(h, frame_lengths), length_mask(frame_lengths, h.shape[1]), train=False,
+                                  rngs=None)
+    np.testing.assert_allclose(model(x, lengths), without, atol=1e-6)
+    assert np.abs(np.asarray(with_attention - without)).max() > 1e-3
 
 
 def test_rotary_attention_scores_depend_on_the_offset_only():

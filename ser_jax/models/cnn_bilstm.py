@@ -2,6 +2,9 @@
 
 `channels=()` gives the LSTM-only model and `lstm_hidden=0` the CNN-only one: the three models of the
 comparison are this one module, so they differ only in what they are meant to differ in.
+`attention_heads` adds a residual self-attention layer over the encoder's output before pooling (as
+in the residual-LSTM-with-attention models of the SER literature): utterance-wide context that a
+BiLSTM of 48 units per direction carries only through its state.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ser_jax.models.layers import (AttentionPooling, BiLSTM, length_mask, masked_mean, normalize_per_utterance,
-                                   normalize_utterance_gain)
+from ser_jax.models.layers import (AttentionPooling, BiLSTM, SelfAttention, length_mask, masked_mean,
+                                   normalize_per_utterance, normalize_utterance_gain)
 
 # model.input_norm -> what the model does to its (dataset-normalised) input first.
 INPUT_NORMS = {"dataset": None, "utterance": normalize_per_utterance, "gain": normalize_utterance_gain}
@@ -110,8 +113,9 @@ class LogMelClassifier(nnx.Module):
 
 class Model(LogMelClassifier):
     def __init__(self, *, num_classes: int, n_mels: int, prosody: int = 0, channels: Sequence[int] = (32, 64),
-                 lstm_hidden: int = 128, pooling: str = "attention", attention_dim: int = 64,
-                 dropout: float = 0.3, input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
+                 lstm_hidden: int = 128, attention_heads: int = 0, pooling: str = "attention",
+                 attention_dim: int = 64, dropout: float = 0.3, input_norm: str = "dataset", dtype: str = "float32",
+                 rngs: nnx.Rngs):
         if not channels and not lstm_hidden:
             raise ValueError("a model needs conv channels, an LSTM, or both")
         super().__init__(n_mels, channels, prosody=prosody, dropout=dropout, input_norm=input_norm, dtype=dtype,
@@ -119,8 +123,14 @@ class Model(LogMelClassifier):
         dtype = self.dtype
         features = self.frame_features
         self.lstm = BiLSTM(features, lstm_hidden, dtype=dtype, rngs=rngs) if lstm_hidden else None
-        self.build_head(2 * lstm_hidden if lstm_hidden else features, num_classes, pooling=pooling,
-                        attention_dim=attention_dim, dropout=dropout, rngs=rngs)
+        features = 2 * lstm_hidden if lstm_hidden else features
+        if attention_heads and (features % attention_heads or (features // attention_heads) % 2):
+            raise ValueError(f"model.attention_heads={attention_heads} must split the {features} encoder features "
+                             "into heads of an even size (rotary positions rotate pairs of features)")
+        self.attention = (SelfAttention(features, attention_heads, dropout=dropout, dtype=dtype, rngs=rngs)
+                          if attention_heads else None)
+        self.build_head(features, num_classes, pooling=pooling, attention_dim=attention_dim, dropout=dropout,
+                        rngs=rngs)
 
     def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
@@ -129,4 +139,6 @@ class Model(LogMelClassifier):
         mask = length_mask(lengths, x.shape[1])
         if self.lstm is not None:
             x = self.lstm(x, lengths)
+        if self.attention is not None:
+            x = x + self.attention(x, lengths, train=train, rngs=rngs)
         return self.pooled_logits(x, mask, train=train, rngs=rngs)

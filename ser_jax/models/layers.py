@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+_HALF_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
 
 def length_mask(lengths: jax.Array, max_len: int) -> jax.Array:
     """(batch, max_len) True on valid frames."""
@@ -123,3 +125,42 @@ def normalize_utterance_gain(x: jax.Array, mask: jax.Array, eps: float = 1e-3) -
     mean = (x * m).sum((1, 2), keepdims=True) / count
     var = (jnp.square(x - mean) * m).sum((1, 2), keepdims=True) / count
     return jnp.where(m > 0, (x - mean) * jax.lax.rsqrt(var + eps), 0.0)
+
+
+def rotary(x: jax.Array) -> jax.Array:
+    """Rotary position embedding of (batch, time, heads, head_dim) queries or keys, frame t at angle t."""
+    half = x.shape[-1] // 2
+    freqs = 10000.0 ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = jnp.arange(x.shape[1], dtype=jnp.float32)[:, None] * freqs  # (time, half)
+    cos, sin = jnp.cos(angles)[None, :, None], jnp.sin(angles)[None, :, None]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def attention_implementation(dtype: jnp.dtype, head_dim: int) -> str | None:
+    """cuDNN's fused flash-attention kernel where it applies (half precision on a GPU, head size a
+    multiple of 8 up to 128); XLA's otherwise."""
+    fused = dtype in _HALF_PRECISION and head_dim % 8 == 0 and head_dim <= 128
+    return "cudnn" if fused and jax.default_backend() == "gpu" else None
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention with rotary positions over each utterance's valid frames only."""
+
+    def __init__(self, dim: int, heads: int, *, dropout: float, dtype, rngs: nnx.Rngs):
+        self.heads = heads
+        self.dtype = dtype
+        self.norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
+        self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
+        self.out = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x, lengths, *, train: bool, rngs: nnx.Rngs | None):
+        b, t, d = x.shape
+        q, k, v = jnp.unstack(self.qkv(self.norm(x)).reshape(b, t, 3, self.heads, d // self.heads), axis=2)
+        lengths = lengths.astype(jnp.int32)
+        # Keys past a length are never attended to; queries past it give zeros.
+        h = jax.nn.dot_product_attention(rotary(q), rotary(k), v, query_seq_lengths=lengths,
+                                         key_value_seq_lengths=lengths,
+                                         implementation=attention_implementation(self.dtype, d // self.heads))
+        return self.dropout(self.out(h.reshape(b, t, d)), deterministic=not train, rngs=rngs)
