@@ -47,7 +47,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         pitch=True))  # Add each frame's periodicity and log F0 after the mel bins (False: log-Mel only).
     c.model = ml_collections.ConfigDict(dict(
         name="cnn_bilstm", channels=(16, 32), lstm_hidden=48,
-        attention_heads=0,  # >0: a residual self-attention layer with this many heads after the BiLSTM.
+        attention_heads=4,  # >0: a residual self-attention layer with this many heads after the BiLSTM.
         pooling="attention", attention_dim=32, dropout=0.1, input_norm="dataset", dtype="float32"))
     c.optim = ml_collections.ConfigDict(dict(
         lr=3e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=1e-4, grad_clip=1.0,
@@ -57,7 +57,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         batch_size=32, eval_batch_size=64, num_epochs=60, label_smoothing=0.1, log_every_steps=10,
         checkpoint_every_steps=0, keep_best=3))
     c.augment = ml_collections.ConfigDict(dict(
-        speed=0.0,  # >0: play each example up to this much faster or slower (tempo and pitch together).
+        speed=0.1,  # >0: play each example up to this much faster or slower (tempo and pitch together).
         vtlp=0.0,  # >0: scale each example's frequencies by up to this much (vocal-tract length).
         gain_db=6.0,  # >0: make each example up to this many dB louder or quieter (recording level).
         tilt_db=10.0,  # >0: tilt each spectrum by up to this many dB, lowest to highest bin (microphone colour).

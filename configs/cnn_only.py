@@ -1,4 +1,5 @@
-"""CNN only: the same conv blocks, pooled over time without the BiLSTM."""
+"""CNN only: the same conv blocks without the BiLSTM (the recipe's self-attention layer and pooling
+then work on the conv features)."""
 
 from configs.base import get_base_config
 

@@ -1,4 +1,5 @@
-"""BiLSTM only: the recurrent layer straight on the log-Mel frames, no conv blocks."""
+"""BiLSTM only: the recurrent layer (and the recipe's self-attention after it) straight on the
+log-Mel frames, no conv blocks."""
 
 from configs.base import get_base_config
 
