@@ -13,7 +13,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["data.synthetic.n_speakers=6", "data.synthetic.utterances_per_emotion=1", "data.max_frames=100",
         "data.eval_bucket_frames=100", "features.n_mels=16", "model.channels=(4,)", "model.attention_dim=4",
-        "train.batch_size=8", "train.eval_batch_size=16", "train.num_epochs=1", "optim.warmup_steps=1"]
+        "model.attention_heads=2", "train.batch_size=8", "train.eval_batch_size=16", "train.num_epochs=1",
+        "optim.warmup_steps=1"]
 
 
 def test_three_fold_comparison_writes_per_fold_rows_and_the_mean(tmp_path):

@@ -32,7 +32,7 @@ def _config(corpus: str, source_dir: str, data_dir: str, **data):
     c.data.update(corpus=corpus, source_dir=source_dir, data_dir=data_dir, max_frames=100, eval_bucket_frames=100,
                   **data)
     c.features.n_mels = 16
-    c.model.update(channels=(4,), lstm_hidden=6, attention_dim=4)
+    c.model.update(channels=(4,), lstm_hidden=6, attention_heads=2, attention_dim=4)
     c.optim.warmup_steps = 1
     c.train.update(batch_size=8, eval_batch_size=16, num_epochs=1, log_every_steps=1, keep_best=1)
     return c
