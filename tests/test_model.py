@@ -11,7 +11,8 @@ TINY = dict(name="cnn_bilstm", channels=(4, 8), lstm_hidden=8, pooling="attentio
 TINY_CONFORMER = dict(name="conformer", channels=(4,), d_model=16, num_layers=1, num_heads=2, ff_mult=2,
                       conv_kernel=5, pooling="attention", attention_dim=8, dropout=0.0)
 VARIANTS = {"cnn_bilstm": TINY, "cnn_only": {**TINY, "lstm_hidden": 0}, "lstm_only": {**TINY, "channels": ()},
-            "bilstm_attention": {**TINY, "attention_heads": 2}, "mean_pooling": {**TINY, "pooling": "mean"}, "stats_pooling": {**TINY, "pooling": "attention_stats"},
+            "bilstm_attention": {**TINY, "attention_heads": 2}, "mean_pooling": {**TINY, "pooling": "mean"},
+            "stats_pooling": {**TINY, "pooling": "attention_stats"},
             "conformer": TINY_CONFORMER,
             # Straight on the frames, the encoder itself must keep the garbage in the padding out.
             "conformer_on_frames": {**TINY_CONFORMER, "channels": ()},
