@@ -103,8 +103,9 @@ class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     RELEASE_NOTES = {fmt.DATASET_VERSION: "log-Mel features with speaker-independent splits."}
 
     def __init__(self, *, settings: Settings, assignment: Mapping[str, Sequence[base.Utterance]],
-                 scan_problems: Sequence[base.Problem], pool, **kwargs):
+                 scan_problems: Sequence[base.Problem], pool, source_dir: str, **kwargs):
         self._settings, self._assignment, self._pool = settings, assignment, pool
+        self._source_dir = source_dir
         self._problems = list(scan_problems)
         self._stats: dict[str, dict] = {}
         self._counts: dict[str, dict[str, int]] = {}
@@ -142,7 +143,9 @@ class SpeechEmotionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
                 continue
             stats.add(result["mel"])
             counts[result["label"]] += 1
-            yield result["path"], result
+            # TFDS orders the records by a hash of the key: a key relative to the corpus root gives
+            # the same dataset, and so the same training run, wherever the corpus lies.
+            yield os.path.relpath(result["path"], self._source_dir), result
         if not counts:
             raise ValueError(f"split {split!r}: none of its {len(utterances)} files could be used")
         self._stats[split] = stats.as_json()
@@ -198,7 +201,7 @@ def prepare(settings: Settings, data_dir: str, source_dir: str | None = None, *,
     with ctx.Pool(workers or len(os.sched_getaffinity(0)), initializer=init_feature_worker) as pool:
         builder = _builder_class(settings.corpus)(
             settings=settings, assignment=assignment, scan_problems=scan.problems, pool=pool,
-            data_dir=data_dir, file_format="array_record")
+            source_dir=source_dir, data_dir=data_dir, file_format="array_record")
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
             download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
     metadata = builder.info.metadata
