@@ -119,8 +119,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          f"the model's label set {list(class_names)}")
     logits, loss = Evaluator(mesh, model.graphdef).logits_and_loss(
         model.variables, data, batch_size=config.train.eval_batch_size, bucket_frames=config.data.eval_bucket_frames)
-    # The model chooses among the scored classes only.
-    predicted = np.where(np.isin(class_names, scored), logits, -np.inf).argmax(-1)
+    # The model chooses among the scored classes only; its probabilities (predictions.csv, which
+    # ensembles and pooled scores read) are over those classes, the others 0.
+    probabilities = np.asarray(jax.nn.softmax(np.where(np.isin(class_names, scored), logits, -np.inf), axis=-1))
+    predicted = probabilities.argmax(-1)
     report = {
         "workdir": os.path.abspath(workdir), "checkpoint": model.checkpoint, "step": model.step,
         "datasets": [{"path": d.path, "splits": s} for d, s in targets], "loss": loss,
@@ -140,7 +142,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     report["output_dir"] = os.path.abspath(out)  # Its predictions.csv is what an ensemble averages.
     if jax.process_index() == 0:
         files = reports.write_eval_report(out, report)
-        probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
         _write_predictions(os.path.join(out, "predictions.csv"), data, probabilities, predicted, class_names)
         curves = os.path.join(workdir, METRICS_FILE)
         if os.path.exists(curves):

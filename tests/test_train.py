@@ -18,7 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from data_prep.corpora import synthetic
 from ser_jax.config_files import load_py
 from ser_jax.features import FeatureConfig
-from ser_jax import augment, checkpoints, evaluate, train
+from ser_jax import augment, checkpoints, ensemble, evaluate, train
 from ser_jax.mesh import make_mesh
 from ser_jax.trained_model import TrainedModel
 
@@ -193,8 +193,16 @@ def test_evaluation_reports_metrics_and_leaves_out_unknown_labels(tmp_path, data
     report = evaluate.evaluate(config, workdir)
     assert report["left_out"] == {"boredom": 2, "neutral": 2, "happy": 2, "fearful": 2, "disgust": 2}
     assert report["metrics"]["num_examples"] == 4
-    predicted = {r["predicted"] for r in csv.DictReader(open(os.path.join(config.eval.output_dir, "predictions.csv")))}
-    assert predicted <= {"angry", "sad"}
+    predictions = os.path.join(config.eval.output_dir, "predictions.csv")
+    rows = list(csv.DictReader(open(predictions)))
+    assert {r["predicted"] for r in rows} <= {"angry", "sad"}
+    # The stored probabilities are over the scored classes, so what reads them (an ensemble of the
+    # fold models, a pooled score) chooses among those too.
+    for r in rows:
+        assert all(float(p) == 0.0 for c, p in r.items() if c in report["metrics"]["class_names"]
+                   and c not in ("angry", "sad"))
+        assert float(r["angry"]) + float(r["sad"]) == pytest.approx(1.0, abs=1e-5)
+    assert ensemble.ensemble_metrics([predictions, predictions])["ua"] == report["metrics"]["ua"]
 
     # A dataset prepared with other features than the model's is refused, not silently misread.
     subprocess.run([sys.executable, "-m", "data_prep", "--corpus=emodb", f"--source_dir={source}",
