@@ -141,6 +141,19 @@ def normalization(corpora: Sequence[CorpusData]) -> tuple[np.ndarray, np.ndarray
     return fmt.normalization_from_stats(stats, list(stats))
 
 
+def class_frequencies(corpora: Sequence[CorpusData], class_names: Sequence[str],
+                      weights: Sequence[float] | None = None) -> np.ndarray:
+    """How often each class is drawn for training: the corpora's training label counts, mixed as the
+    pipeline mixes them (by size in a plain union, else by `weights`, each corpus's share)."""
+    counts = np.array([[sum(c.dataset.metadata[fmt.COUNTS][s].get(e, 0) for s in c.dataset.resolve(c.splits["train"]))
+                        for e in class_names] for c in corpora], np.float64)
+    if weights is None:
+        total = counts.sum(0)
+    else:
+        total = (np.asarray(weights, np.float64)[:, None] * counts / counts.sum(1, keepdims=True)).sum(0)
+    return total / total.sum()
+
+
 def sampling_weights(config: ml_collections.ConfigDict, corpora: Sequence[CorpusData]) -> list[float] | None:
     """`data.corpus_weights` as floats (None: every training example equally likely, a plain union)."""
     if not config.data.corpus_weights:

@@ -74,24 +74,34 @@ def _forward(graphdef, params, batch_stats, batch, *, train: bool, rng=None):
 
 
 def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                   num_classes: int, mel_bins: augment.MelBins
+                   num_classes: int, mel_bins: augment.MelBins, class_weights: np.ndarray | None = None
                    ) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State]], nnx.State]:
     """((loss, (logits, new batch_stats)), grads) on a global batch, with augmentation and dropout.
 
     `mel_bins` (each bin's centre frequency and dB scale) lets augmentation move frequencies and levels.
+    `class_weights` (`balanced_class_weights`) scales each example's loss by its class's weight.
     """
     _, aug_key, dropout_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
     mel, lengths, targets = augment.apply(aug_key, batch["mel"], batch["lengths"],
                                           jax.nn.one_hot(batch["label"], num_classes), config.augment, mel_bins)
+    # A mixed (mixup) example takes its classes' weights in its proportions.
+    example_weights = 1.0 if class_weights is None else targets @ jnp.asarray(class_weights, targets.dtype)
     smoothing = config.train.label_smoothing
     targets = targets * (1 - smoothing) + smoothing / num_classes
 
     def loss_fn(params):
         logits, new_stats = _forward(graphdef, params, state.batch_stats, {"mel": mel, "lengths": lengths},
                                      train=True, rng=dropout_key)
-        return optax.softmax_cross_entropy(logits, targets).mean(), (logits, new_stats)
+        return (example_weights * optax.softmax_cross_entropy(logits, targets)).mean(), (logits, new_stats)
 
     return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+
+
+def balanced_class_weights(frequencies: np.ndarray) -> np.ndarray:
+    """Per-class loss weights 1 / (classes x frequency): every class weighs as much in the loss, as in UA
+    (RAVDESS has half as many neutral clips as of any other emotion), and the mean weight of the
+    examples drawn stays 1, so the learning rate means what it did."""
+    return (1.0 / (len(frequencies) * frequencies)).astype(np.float32)
 
 
 def update_ema(ema_params: nnx.State, params: nnx.State, step: jax.Array, decay: float) -> nnx.State:
@@ -107,11 +117,12 @@ def update_ema(ema_params: nnx.State, params: nnx.State, step: jax.Array, decay:
 
 
 def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, num_classes: int,
-               mel_bins: augment.MelBins) -> tuple[TrainState, dict]:
+               config: ml_collections.ConfigDict, num_classes: int, mel_bins: augment.MelBins,
+               class_weights: np.ndarray | None = None) -> tuple[TrainState, dict]:
     """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
     (loss, (logits, new_stats)), grads = loss_and_grads(state, batch, graphdef=graphdef, config=config,
-                                                        num_classes=num_classes, mel_bins=mel_bins)
+                                                        num_classes=num_classes, mel_bins=mel_bins,
+                                                        class_weights=class_weights)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     next_rng = jax.random.split(jax.random.wrap_key_data(state.rng), 3)[0]
     params = optax.apply_updates(state.params, updates)
@@ -125,12 +136,13 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: op
 class Steps:
     """The jitted train step for one mesh: state replicated, batches split along "data"."""
 
-    def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_bins: augment.MelBins):
+    def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_bins: augment.MelBins,
+                 class_weights: np.ndarray | None = None):
         self.replicated = mesh.replicated(device_mesh)
         self.batch_sharding = mesh.batch_sharding(device_mesh)
         self.train = jax.jit(
             functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, num_classes=num_classes,
-                              mel_bins=mel_bins),
+                              mel_bins=mel_bins, class_weights=class_weights),
             in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated,
             donate_argnums=0)
         self.evaluator = Evaluator(device_mesh, graphdef)
@@ -225,8 +237,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tx = create_optimizer(config.optim, total_steps)
     schedule = lr_schedule(config.optim, total_steps)
     graphdef, state = create_train_state(config, len(class_names), features, tx)
+    weights = datasets.sampling_weights(config, corpora)
+    class_weights = (balanced_class_weights(datasets.class_frequencies(corpora, class_names, weights))
+                     if config.train.class_balance else None)
     steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names),
-                  augment.MelBins.of(features, std))
+                  augment.MelBins.of(features, std), class_weights)
     state = steps.place_state(state)
 
     validation = [c.dataset.source(c.splits["validation"]) for c in corpora if c.validated]
@@ -234,7 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     speaker_stats = input_pipeline.speaker_statistics(train_sources + validation) if speaker_norm else None
     train_iter = iter(input_pipeline.train_dataset(
         train_sources, mean=mean, std=std, class_names=class_names, max_frames=config.data.max_frames,
-        global_batch=global_batch, seed=config.seed, weights=datasets.sampling_weights(config, corpora),
+        global_batch=global_batch, seed=config.seed, weights=weights,
         worker_threads=config.data.worker_threads, speaker_stats=speaker_stats))
     val_data = (input_pipeline.load_eval_set(validation, mean=mean, std=std, class_names=class_names,
                                              speaker_stats=speaker_stats) if validation else None)

@@ -11,7 +11,7 @@ import pytest
 
 from configs.base import get_base_config
 from data_prep.corpora import synthetic
-from ser_jax import datasets, evaluate, input_pipeline, train
+from ser_jax import dataset_format, datasets, evaluate, input_pipeline, train
 from ser_jax.model_info import ModelInfo
 
 EMOTIONS = ["neutral", "calm", "angry", "sad"]  # TESS has no calm: the union has it from RAVDESS only.
@@ -59,6 +59,7 @@ def test_ravdess_and_tess_train_on_the_union_and_tess_only_trains(corpora, tmp_p
 def test_two_evaluated_corpora_get_metrics_each(corpora, tmp_path):
     config = _config("ravdess,crema_d", f"{corpora['ravdess']},{corpora['crema_d']}", str(tmp_path / "data"),
                      corpus_weights="1,3")
+    config.train.class_balance = True  # Weights from both corpora's label counts, mixed 1:3.
     workdir = str(tmp_path / "run")
     last = train.train_and_evaluate(config, workdir)
     assert {"val/ravdess/ua", "val/crema_d/ua", "val/ravdess/accuracy", "val/crema_d/accuracy"} <= set(last)
@@ -86,6 +87,23 @@ def test_weights_set_how_often_each_corpus_is_drawn():
     assert share_of_small(None) == pytest.approx(0.1, abs=0.04)  # A plain union: as the sizes go.
     assert share_of_small([1.0, 1.0]) == pytest.approx(0.5, abs=0.04)
     assert share_of_small([3.0, 1.0]) == pytest.approx(0.75, abs=0.04)
+
+
+def test_class_frequencies_follow_how_the_corpora_are_mixed():
+    class Counted:  # What class_frequencies reads of a prepared dataset: its label counts per split.
+        def __init__(self, counts):
+            self.metadata = {dataset_format.COUNTS: counts}
+
+        def resolve(self, splits):
+            return list(splits)
+
+    a = datasets.CorpusData("a", Counted({"fold0": {"neutral": 10, "angry": 20}, "fold1": {"angry": 10},
+                                          "fold2": {"neutral": 50}}), {"train": ["fold0", "fold1"]})
+    b = datasets.CorpusData("b", Counted({"all": {"angry": 10, "sad": 10}}), {"train": ["all"]})
+    names = ("neutral", "sad", "angry")
+    np.testing.assert_allclose(datasets.class_frequencies([a, b], names), [10 / 60, 10 / 60, 40 / 60])
+    # Drawn equally: a's 1:3 and b's 1:1 each make half the batches.
+    np.testing.assert_allclose(datasets.class_frequencies([a, b], names, [1.0, 1.0]), [0.125, 0.25, 0.625])
 
 
 def test_bad_multi_corpus_settings_are_refused_with_what_to_do(corpora, tmp_path):

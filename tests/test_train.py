@@ -97,6 +97,32 @@ def test_one_device_and_eight_devices_give_the_same_loss_and_gradients(model):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
+def test_class_balance_weighs_every_class_as_much_in_the_loss():
+    frequencies = np.array([0.5, 0.25, 0.125, 0.125])
+    weights = train.balanced_class_weights(frequencies)
+    np.testing.assert_allclose(frequencies * weights, 0.25)  # Each class's share of the loss: equal.
+    assert float(frequencies @ weights) == pytest.approx(1.0)  # The mean example weight stays 1.
+
+    config = tiny_config("")
+    graphdef, state = train.create_train_state(config, num_classes=5, features=FEATURES,
+                                               tx=train.create_optimizer(config.optim, 10))
+    rng = np.random.default_rng(0)
+    batch = {"mel": rng.normal(size=(8, 120, 24)).astype(np.float32), "lengths": np.full(8, 120, np.int32),
+             "label": np.array([0, 0, 0, 0, 1, 1, 2, 3], np.int32)}
+    loss = jax.jit(lambda w: train.loss_and_grads(state, batch, graphdef=graphdef, config=config, num_classes=5,
+                                                 mel_bins=MEL_BINS, class_weights=w))
+    (plain, _), plain_grads = loss(np.ones(5, np.float32))
+    (only_first, _), _ = loss(np.array([2.0, 0, 0, 0, 0], np.float32))
+    (the_rest, _), _ = loss(np.array([0, 2.0, 2.0, 2.0, 2.0], np.float32))
+    # The same augmentation and dropout draws: the weighted losses split the plain one by class.
+    assert float(only_first + the_rest) == pytest.approx(2 * float(plain), rel=1e-5)
+    assert 0 < float(only_first) != pytest.approx(float(the_rest), rel=1e-2)
+    (uniform, _), uniform_grads = loss(np.full(5, 3.0, np.float32))
+    assert float(uniform) == pytest.approx(3 * float(plain), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(uniform_grads), jax.tree.leaves(plain_grads)):
+        np.testing.assert_allclose(a, 3 * b, rtol=1e-4, atol=1e-6)
+
+
 def test_training_learns_keeps_best_and_latest_and_logs(reference_run):
     workdir, last = reference_run
     assert last["step"] == NUM_EPOCHS * STEPS_PER_EPOCH
