@@ -65,7 +65,14 @@ def get_base_config() -> ml_collections.ConfigDict:
         tilt_db=10.0,  # >0: tilt each spectrum by up to this many dB, lowest to highest bin (microphone colour).
         spec_augment=True, freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=20,
         mixup=False, mixup_alpha=0.4))
-    # Evaluation (--mode=eval): empty fields default to the training dataset's test split.
+    # How the trained model classifies, recorded with it, so validation, evaluation, prediction,
+    # streaming, export and serving all do the same. test_time_speeds=(0.9, 0.95, 1.0, 1.05, 1.1):
+    # every clip is also played at these rates (as speed perturbation plays it in training) and the
+    # probabilities averaged; () reads the clip as it is. It costs one model pass per rate.
+    c.inference = ml_collections.ConfigDict(dict(test_time_speeds=()))
+    # Evaluation (--mode=eval): empty fields default to the training dataset's test split. A split
+    # that several prepared datasets under data_dir hold (each K-fold one has a fold1) names its
+    # dataset too: split="folds6/fold1".
     # classes="neutral,happy,...": score only these (the classes two corpora share): the model chooses
     # among them alone and examples of other emotions are left out.
     c.eval = ml_collections.ConfigDict(dict(data_dir="", corpus="", split="", checkpoint="best", output_dir="",

@@ -1,5 +1,7 @@
 """Pure inference functions shared by the predictor, streaming, export and the latency benchmark.
 
+* `log_probabilities`: the model's class log-probabilities, averaged over the clip played at several
+  speeds where the model was trained to be read that way (`ModelInfo.test_time_speeds`).
 * `classify_mel`: normalised log-Mel (batch, frames, mels) and true lengths -> probabilities.
 * `window_features` / `window_probabilities`: fixed-length waveform windows -> log-Mel and, if the
   model has them, prosody columns (JAX) ->
@@ -13,7 +15,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,12 +25,37 @@ from flax import nnx
 
 from ser_jax.features import FeatureConfig, frame_features, loud_span, normalize
 from ser_jax.model_info import ModelInfo
+from ser_jax.warping import MelBins, change_speed
 
 
-def classify_mel(graphdef: nnx.GraphDef, params, batch_stats, mel: jax.Array, lengths: jax.Array) -> jax.Array:
+def log_probabilities(model: nnx.Module, mel: jax.Array, lengths: jax.Array, *, speeds: Sequence[float] = (),
+                      bins: MelBins | None = None) -> jax.Array:
+    """(batch, classes) log-probabilities of the model in inference mode.
+
+    With `speeds`, the clip is played at each of those rates (as speed perturbation plays it in
+    training: durations divided, frequencies and F0 multiplied; `bins` describes the columns) and the
+    probabilities are averaged: a model trained on varied speeds then judges the clip by what it
+    hears at all of them, not at the one rate the speaker happened to use. All rates go through the
+    model as one batch, padded so the slowest still fits.
+    """
+    if not speeds:
+        return jax.nn.log_softmax(model(mel, lengths, train=False), axis=-1)
+    if bins is None:
+        raise ValueError("test-time speeds need the mel bins of the input (MelBins.of(features, std))")
+    batch, frames = mel.shape[:2]
+    mel = jnp.pad(mel, ((0, 0), (0, max(0, math.ceil(frames / min(speeds)) - frames)), (0, 0)))
+    rates = jnp.repeat(jnp.asarray(speeds, jnp.float32), batch)
+    played, played_lengths = change_speed(jnp.tile(mel, (len(speeds), 1, 1)), jnp.tile(lengths, len(speeds)),
+                                          rates, bins)
+    each = jax.nn.log_softmax(model(played, played_lengths, train=False), axis=-1).reshape(len(speeds), batch, -1)
+    return jax.nn.logsumexp(each, axis=0) - math.log(len(speeds))  # log of the mean probability, stably.
+
+
+def classify_mel(graphdef: nnx.GraphDef, params, batch_stats, mel: jax.Array, lengths: jax.Array, *,
+                 speeds: Sequence[float] = (), bins: MelBins | None = None) -> jax.Array:
     """Normalised log-Mel (batch, frames, mels) and true frame counts -> (batch, classes) probabilities."""
     model = nnx.merge(graphdef, params, batch_stats)
-    return jax.nn.softmax(model(mel, lengths, train=False), axis=-1)
+    return jnp.exp(log_probabilities(model, mel, lengths, speeds=speeds, bins=bins))
 
 
 def window_features(waveform: jax.Array, num_samples: jax.Array, *, features: FeatureConfig, mean, std
@@ -53,10 +81,11 @@ def window_features(waveform: jax.Array, num_samples: jax.Array, *, features: Fe
 
 
 def window_probabilities(graphdef: nnx.GraphDef, params, batch_stats, waveform: jax.Array, num_samples: jax.Array,
-                         *, features: FeatureConfig, mean, std) -> jax.Array:
+                         *, features: FeatureConfig, mean, std, speeds: Sequence[float] = ()) -> jax.Array:
     """(batch, window samples) waveform at the training rate -> (batch, classes) probabilities."""
     mel, lengths = window_features(waveform, num_samples, features=features, mean=mean, std=std)
-    return classify_mel(graphdef, params, batch_stats, mel, lengths)
+    return classify_mel(graphdef, params, batch_stats, mel, lengths, speeds=speeds,
+                        bins=MelBins.of(features, std) if speeds else None)
 
 
 def window_classifier(info: ModelInfo, graphdef: nnx.GraphDef, params, batch_stats) -> Callable:
@@ -67,4 +96,4 @@ def window_classifier(info: ModelInfo, graphdef: nnx.GraphDef, params, batch_sta
     """
     params, batch_stats = jax.device_get((params, batch_stats))
     return functools.partial(window_probabilities, graphdef, params, batch_stats, features=info.features,
-                             mean=np.asarray(info.mean), std=np.asarray(info.std))
+                             mean=np.asarray(info.mean), std=np.asarray(info.std), speeds=info.test_time_speeds)

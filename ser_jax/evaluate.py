@@ -20,18 +20,22 @@ import tensorflow_datasets as tfds
 from flax import nnx
 
 from ser_jax import input_pipeline, metrics, reports
+from ser_jax.classify import log_probabilities
 from ser_jax.ensemble import FIXED_COLUMNS
 from ser_jax.mesh import batch_sharding, global_batch, make_mesh, replicated
 from ser_jax.metric_writers import METRICS_FILE
 from ser_jax.trained_model import TrainedModel
+from ser_jax.warping import MelBins
 
 GROUPS = ("speaker", "gender", "corpus")
 
 
-def eval_step(variables: dict, batch: dict, *, graphdef: nnx.GraphDef) -> dict:
-    """Logits and per-example loss (0 for filler rows) with the running BatchNorm statistics."""
+def eval_step(variables: dict, batch: dict, *, graphdef: nnx.GraphDef, speeds: tuple[float, ...] = (),
+              bins: MelBins | None = None) -> dict:
+    """Logits (log-probabilities, averaged over `speeds` if any, as deployment does) and per-example
+    loss (0 for filler rows) with the running BatchNorm statistics."""
     model = nnx.merge(graphdef, variables["params"], variables["batch_stats"])
-    logits = model(batch["mel"], batch["lengths"], train=False)
+    logits = log_probabilities(model, batch["mel"], batch["lengths"], speeds=speeds, bins=bins)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     return {"logits": logits, "loss": loss * batch["weight"]}
 
@@ -39,9 +43,10 @@ def eval_step(variables: dict, batch: dict, *, graphdef: nnx.GraphDef) -> dict:
 class Evaluator:
     """The eval step jitted for one mesh (variables replicated, batches split along "data") and its loop."""
 
-    def __init__(self, mesh: jax.sharding.Mesh, graphdef: nnx.GraphDef):
+    def __init__(self, mesh: jax.sharding.Mesh, graphdef: nnx.GraphDef, *, speeds: tuple[float, ...] = (),
+                 bins: MelBins | None = None):
         self.batch_sharding = batch_sharding(mesh)
-        self.step = jax.jit(functools.partial(eval_step, graphdef=graphdef),
+        self.step = jax.jit(functools.partial(eval_step, graphdef=graphdef, speeds=speeds, bins=bins),
                             in_shardings=(replicated(mesh), self.batch_sharding), out_shardings=replicated(mesh))
 
     def logits_and_loss(self, variables: dict, data: input_pipeline.EvalSet, *, batch_size: int,
@@ -73,7 +78,7 @@ def eval_target(config: ml_collections.ConfigDict,
         raise ValueError("Set both config.eval.data_dir and config.eval.corpus (or neither, for the training "
                          f"dataset); got data_dir={e.data_dir!r}, corpus={e.corpus!r}")
     split = e.split or "test"
-    return [(input_pipeline.open_dataset(e.data_dir, e.corpus, split=split), [split])]
+    return [(input_pipeline.open_dataset(e.data_dir, e.corpus, split=split), [split.rpartition("/")[2]])]
 
 
 def _write_predictions(path: str, data: input_pipeline.EvalSet, probabilities: np.ndarray, predicted: np.ndarray,
@@ -117,7 +122,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if not len(data):
         raise ValueError(f"Nothing to evaluate in {where}: none of its emotions {sorted(data.left_out)} is in "
                          f"the model's label set {list(class_names)}")
-    logits, loss = Evaluator(mesh, model.graphdef).logits_and_loss(
+    info = model.info
+    evaluator = Evaluator(mesh, model.graphdef, speeds=info.test_time_speeds,
+                          bins=MelBins.of(info.features, info.std) if info.test_time_speeds else None)
+    logits, loss = evaluator.logits_and_loss(
         model.variables, data, batch_size=config.train.eval_batch_size, bucket_frames=config.data.eval_bucket_frames)
     # The model chooses among the scored classes only; its probabilities (predictions.csv, which
     # ensembles and pooled scores read) are over those classes, the others 0.

@@ -63,7 +63,11 @@ class Dataset:
 
 
 def open_dataset(data_dir: str, corpus: str, config_name: str | None = None, split: str | None = None) -> Dataset:
-    """The dataset `data_dir/corpus/<config_name>/<version>`; with no config name, the one holding `split`."""
+    """The dataset `data_dir/corpus/<config_name>/<version>`; with no config name, the one holding
+    `split`, which may name its config too ("folds6/fold1") where several prepared configs hold a
+    split of that name (every K-fold dataset has a fold1, each with other speakers)."""
+    if split is not None and "/" in split:
+        config_name, split = split.split("/", 1)
     if config_name:
         candidates = [fmt.dataset_dir(data_dir, corpus, config_name)]
     else:
@@ -75,9 +79,17 @@ def open_dataset(data_dir: str, corpus: str, config_name: str | None = None, spl
             f"run `python -m data_prep --corpus={corpus} --data_dir={data_dir} ...` first")
     datasets = [Dataset(p, tfds.builder_from_directory(p)) for p in found]
     if split is not None:
-        datasets = [d for d in datasets if split in d.splits or split == "all"]
-        if not datasets:
+        holding = [d for d in datasets if split in d.splits]
+        if split == "all" and not holding:  # TFDS's name for every split: any dataset can be read whole.
+            holding = datasets
+        if not holding:
             raise ValueError(f"No prepared {corpus!r} dataset under {data_dir!r} has a split {split!r}")
+        if len(holding) > 1:
+            names = [os.path.basename(os.path.dirname(d.path)) for d in holding]
+            raise ValueError(f"{len(holding)} prepared {corpus!r} datasets under {data_dir!r} have a split {split!r} "
+                             f"({', '.join(names)}), each of other speakers; name one with the split, e.g. "
+                             f"'{names[0]}/{split}'")
+        datasets = holding
     return datasets[0]
 
 

@@ -29,11 +29,19 @@ class ModelInfo:
     # Trained on inputs normalised by each speaker's own statistics (data.transductive_speaker_norm):
     # `mean` and `std` do not apply, and a speaker's clips are needed to classify any of them.
     speaker_normalized: bool = False
+    # Rates at which every clip is also played and the predictions averaged (`inference.test_time_speeds`
+    # of its training config; empty: the clip as it is). Evaluation and deployment both apply them.
+    test_time_speeds: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if any(not 0.5 <= s <= 2.0 for s in self.test_time_speeds):
+            raise ValueError(f"test-time speeds must lie between 0.5 and 2 (playback rates), got {self.test_time_speeds}")
 
     def save(self, workdir: str) -> str:
         path = os.path.join(workdir, FILE)
         data = dataclasses.asdict(self)
-        data.update(mean=self.mean.tolist(), std=self.std.tolist(), class_names=list(self.class_names))
+        data.update(mean=self.mean.tolist(), std=self.std.tolist(), class_names=list(self.class_names),
+                    test_time_speeds=list(self.test_time_speeds))
         with open(path + ".tmp", "w") as f:
             json.dump(data, f, indent=1)
         os.replace(path + ".tmp", path)
@@ -48,5 +56,9 @@ class ModelInfo:
         known = {f.name for f in dataclasses.fields(cls)}  # Older files also hold the model config.
         data = {k: v for k, v in data.items() if k in known}
         data.update(class_names=tuple(data["class_names"]), features=FeatureConfig.from_mapping(data["features"]),
-                    mean=np.asarray(data["mean"], np.float32), std=np.asarray(data["std"], np.float32))
-        return cls(**data)
+                    mean=np.asarray(data["mean"], np.float32), std=np.asarray(data["std"], np.float32),
+                    test_time_speeds=tuple(float(s) for s in data.get("test_time_speeds", ())))
+        try:
+            return cls(**data)
+        except ValueError as e:
+            raise ValueError(f"{os.path.join(workdir, FILE)}: {e}") from e

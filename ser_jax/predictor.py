@@ -27,6 +27,7 @@ from ser_jax.classify import classify_mel, window_classifier
 from ser_jax.features import FeatureConfig, clip_features, normalize
 from ser_jax.model_info import ModelInfo
 from ser_jax.trained_model import TrainedModel
+from ser_jax.warping import MelBins
 
 BUCKET_FRAMES = 100  # Whole clips are padded to a multiple of this many frames (as evaluation does).
 
@@ -54,7 +55,9 @@ class Predictor:
         self.params, self.batch_stats = jax.device_put((params, batch_stats), self.device)
         self.bucket_frames, self.batch_size = bucket_frames, batch_size
         self.step: int | None = None
-        self._classify = jax.jit(functools.partial(classify_mel, graphdef))
+        self._classify = jax.jit(functools.partial(
+            classify_mel, graphdef, speeds=info.test_time_speeds,
+            bins=MelBins.of(info.features, info.std) if info.test_time_speeds else None))
         self._windows: dict[int, Callable] = {}
 
     @classmethod

@@ -28,6 +28,7 @@ from ser_jax.evaluate import Evaluator
 from ser_jax.features import FeatureConfig
 from ser_jax.metric_writers import MetricWriter
 from ser_jax.models import create_model
+from ser_jax.warping import MelBins
 
 
 @flax.struct.dataclass
@@ -74,7 +75,7 @@ def _forward(graphdef, params, batch_stats, batch, *, train: bool, rng=None):
 
 
 def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                   num_classes: int, mel_bins: augment.MelBins, class_weights: np.ndarray | None = None
+                   num_classes: int, mel_bins: MelBins, class_weights: np.ndarray | None = None
                    ) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State]], nnx.State]:
     """((loss, (logits, new batch_stats)), grads) on a global batch, with augmentation and dropout.
 
@@ -117,7 +118,7 @@ def update_ema(ema_params: nnx.State, params: nnx.State, step: jax.Array, decay:
 
 
 def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, num_classes: int, mel_bins: augment.MelBins,
+               config: ml_collections.ConfigDict, num_classes: int, mel_bins: MelBins,
                class_weights: np.ndarray | None = None) -> tuple[TrainState, dict]:
     """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
     (loss, (logits, new_stats)), grads = loss_and_grads(state, batch, graphdef=graphdef, config=config,
@@ -136,7 +137,7 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: op
 class Steps:
     """The jitted train step for one mesh: state replicated, batches split along "data"."""
 
-    def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_bins: augment.MelBins,
+    def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_bins: MelBins,
                  class_weights: np.ndarray | None = None):
         self.replicated = mesh.replicated(device_mesh)
         self.batch_sharding = mesh.batch_sharding(device_mesh)
@@ -145,7 +146,9 @@ class Steps:
                               mel_bins=mel_bins, class_weights=class_weights),
             in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated,
             donate_argnums=0)
-        self.evaluator = Evaluator(device_mesh, graphdef)
+        # Validation reads the model as evaluation and deployment will (test-time speeds included).
+        self.evaluator = Evaluator(device_mesh, graphdef, speeds=tuple(config.inference.test_time_speeds),
+                                   bins=mel_bins)
 
     def global_batch(self, local_batch: dict) -> dict:
         return mesh.global_batch(self.batch_sharding, local_batch)
@@ -223,7 +226,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     speaker_norm = config.data.transductive_speaker_norm
     info = model_info.ModelInfo(class_names=class_names, features=features, mean=mean, std=std,
                                 corpora=[{"corpus": c.corpus, "path": c.dataset.path, "splits": c.splits}
-                                         for c in corpora], speaker_normalized=speaker_norm)
+                                         for c in corpora], speaker_normalized=speaker_norm,
+                                test_time_speeds=tuple(config.inference.test_time_speeds))
     if jax.process_index() == 0:
         info.save(workdir)
         config_files.save_to_workdir(config, workdir)
@@ -241,7 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     class_weights = (balanced_class_weights(datasets.class_frequencies(corpora, class_names, weights))
                      if config.train.class_balance else None)
     steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names),
-                  augment.MelBins.of(features, std), class_weights)
+                  MelBins.of(features, std), class_weights)
     state = steps.place_state(state)
 
     validation = [c.dataset.source(c.splits["validation"]) for c in corpora if c.validated]

@@ -3,13 +3,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ser_jax import augment
+from ser_jax import augment, warping
 from ser_jax.features import FeatureConfig, mel_center_frequencies
 
 FEATURES = FeatureConfig(n_mels=40)
 MEL_HZ = mel_center_frequencies(FEATURES)
 STD_DB = np.linspace(5.0, 15.0, FEATURES.n_mels).astype(np.float32)  # Bins of unequal spread, as in real data.
-BINS = augment.MelBins(MEL_HZ, STD_DB)
+BINS = warping.MelBins(MEL_HZ, STD_DB)
 
 
 def _peak_image(frames=60, peak_hz=1000.0, length=50):
@@ -28,21 +28,21 @@ def _peak_hz(image, frame=0):
 def test_scale_frequencies_moves_a_peak_by_the_factor():
     x, _ = _peak_image(peak_hz=1000.0)
     for factor in (0.8, 1.25):
-        moved = augment.scale_frequencies(x, jnp.array([factor]), MEL_HZ)
+        moved = warping.scale_frequencies(x, jnp.array([factor]), MEL_HZ)
         assert abs(_peak_hz(moved) - 1000.0 * factor) < 0.08 * 1000.0 * factor
-    np.testing.assert_allclose(augment.scale_frequencies(x, jnp.array([1.0]), MEL_HZ), x, atol=1e-6)
+    np.testing.assert_allclose(warping.scale_frequencies(x, jnp.array([1.0]), MEL_HZ), x, atol=1e-6)
 
 
 def test_change_speed_shortens_the_utterance_and_raises_its_pitch():
     x, lengths = _peak_image(length=50, peak_hz=800.0)
-    faster, new_lengths = augment.change_speed(x, lengths, jnp.array([1.25]), BINS)
+    faster, new_lengths = warping.change_speed(x, lengths, jnp.array([1.25]), BINS)
     assert int(new_lengths[0]) == 40
     assert np.all(np.asarray(faster)[0, 40:] == 0)  # Past the new length: padding stays zero.
     assert abs(_peak_hz(faster) - 1000.0) < 80.0
-    slower, slow_lengths = augment.change_speed(x, lengths, jnp.array([0.8]), BINS)
+    slower, slow_lengths = warping.change_speed(x, lengths, jnp.array([0.8]), BINS)
     assert int(slow_lengths[0]) == 60  # 62.5 frames, capped at the batch's 60.
     assert _peak_hz(slower) < 700.0
-    same, same_lengths = augment.change_speed(x, lengths, jnp.array([1.0]), BINS)
+    same, same_lengths = warping.change_speed(x, lengths, jnp.array([1.0]), BINS)
     np.testing.assert_allclose(same, x, atol=1e-6)
     assert int(same_lengths[0]) == 50
 
@@ -88,7 +88,7 @@ def test_apply_is_the_identity_with_everything_off_and_random_with_each_perturba
 def test_prosody_columns_move_with_speed_only_and_are_never_frequency_masked():
     features = FeatureConfig(n_mels=FEATURES.n_mels, pitch=True)
     std = np.concatenate([STD_DB, [0.2, 0.5]]).astype(np.float32)  # Periodicity, then log2 F0 (octaves).
-    bins = augment.MelBins.of(features, std)
+    bins = warping.MelBins.of(features, std)
     assert bins.log_f0_std == 0.5 and np.array_equal(bins.std_db, STD_DB)
     x = jax.random.normal(jax.random.key(0), (8, 30, features.dim))
     lengths = jnp.full((8,), 30)
@@ -101,7 +101,7 @@ def test_prosody_columns_move_with_speed_only_and_are_never_frequency_masked():
     assert not np.allclose(out[..., :FEATURES.n_mels], np.asarray(x)[..., :FEATURES.n_mels])
     # Constant columns over time: resampling frames keeps them, so only the F0 shift remains.
     flat = jnp.broadcast_to(x[:, :1], x.shape)
-    faster, _ = augment.change_speed(flat, lengths, jnp.full((8,), 1.25), bins)
+    faster, _ = warping.change_speed(flat, lengths, jnp.full((8,), 1.25), bins)
     shift = np.asarray(faster - flat)[:, :20, FEATURES.n_mels:]
     np.testing.assert_allclose(shift[..., 0], 0.0, atol=1e-5)
     np.testing.assert_allclose(shift[..., 1], np.log2(1.25) / 0.5, atol=1e-5)  # A quarter faster: F0 up 0.32 octave.

@@ -183,6 +183,22 @@ def test_the_dataset_is_the_same_wherever_the_corpus_lies(prepared, source, tmp_
             np.testing.assert_array_equal(a["mel"], b["mel"])
 
 
+def test_a_split_held_by_several_prepared_datasets_must_name_its_own(source, tmp_path):
+    """Every K-fold dataset has a fold1, each of other speakers: reading "fold1" from a folder holding
+    two of them is refused, not answered with whichever sorts first."""
+    data_dir = str(tmp_path)
+    for k in (3, 4):
+        builder.prepare(builder.Settings(corpus="ravdess", features=FEATURES, folds=k), data_dir, source, workers=1)
+    with pytest.raises(ValueError, match=r"2 prepared 'ravdess' datasets .* have a split 'fold1' \(folds3, folds4\)"):
+        open_dataset(data_dir, "ravdess", split="fold1")
+    chosen = open_dataset(data_dir, "ravdess", split="folds4/fold1")
+    assert chosen.path.endswith(os.path.join("folds4", dataset_format.DATASET_VERSION))
+    assert open_dataset(data_dir, "ravdess", split="fold3").path == chosen.path  # Only folds4 has a fold3.
+    speakers = {k: {r["speaker"] for r in records(open_dataset(data_dir, "ravdess", split=f"folds{k}/fold1").path,
+                                                   "fold1")} for k in (3, 4)}
+    assert speakers[3] != speakers[4]
+
+
 def test_bad_files_are_reported_and_good_ones_still_written(source, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from flax import nnx
 
 from data_prep.corpora import synthetic
-from ser_jax import classify, evaluate, export, input_pipeline, serving, streaming
+from ser_jax import classify, evaluate, export, input_pipeline, serving, streaming, warping
 from ser_jax.features import FeatureConfig, frame_features
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
@@ -155,6 +155,59 @@ def test_exported_function_equals_the_in_process_one(trained, predictor, held_ou
         np.testing.assert_allclose(model(x, n), expected, atol=1e-5)
     batched = model(np.stack([full, partial]), [window, clips[0].size])  # Symbolic batch dimension.
     np.testing.assert_allclose(batched[1], model(partial, clips[0].size), atol=1e-5)
+
+
+def test_test_time_speeds_are_applied_alike_by_evaluation_prediction_and_export(trained, predictor, held_out,
+                                                                                 tmp_path):
+    """A model recorded with test-time speeds averages its probabilities over the clip played at each
+    rate, in evaluation, file prediction and the exported window function alike."""
+    speeds = (0.9, 1.0, 1.1)
+    workdir = tmp_path / "tta"
+    shutil.copytree(trained, workdir)
+    info_path = workdir / "model_info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "test_time_speeds": list(speeds)}))
+    tta = Predictor.from_workdir(str(workdir))
+    assert tta.info.test_time_speeds == speeds
+
+    model = TrainedModel.load(str(workdir))
+    bins = warping.MelBins.of(model.info.features, model.info.std)
+    logits, _ = evaluate.Evaluator(make_mesh(), model.graphdef, speeds=speeds, bins=bins).logits_and_loss(
+        model.variables, held_out, batch_size=16, bucket_frames=100)
+    expected = np.asarray(jax.nn.softmax(logits, axis=-1))
+    paths = list(held_out.metadata["path"])
+    results, plain = dict(tta.predict_files(paths)), dict(predictor.predict_files(paths))
+    got = np.array([[results[p]["probabilities"][c] for c in tta.class_names] for p in paths])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    before = np.array([[plain[p]["probabilities"][c] for c in tta.class_names] for p in paths])
+    assert np.abs(got - before).max() > 1e-3  # The rates change what the model hears.
+
+    # The average is that of the model's own probabilities at each rate, one pass per rate.
+    mel = held_out.mels[0][None]
+    lengths = np.array([mel.shape[1]])
+    padded = np.pad(mel, ((0, 0), (0, 20), (0, 0)))  # Room for the slowest rate.
+    at_each = [classify.classify_mel(model.graphdef, model.params, model.batch_stats,
+                                     *warping.change_speed(padded, lengths, np.array([s], np.float32), bins))
+               for s in speeds]
+    averaged = classify.classify_mel(model.graphdef, model.params, model.batch_stats, mel, lengths, speeds=speeds,
+                                     bins=bins)
+    np.testing.assert_allclose(averaged, np.mean(at_each, axis=0), atol=1e-5)
+    np.testing.assert_allclose(classify.classify_mel(model.graphdef, model.params, model.batch_stats, mel, lengths,
+                                                     speeds=(1.0,), bins=bins),
+                               classify.classify_mel(model.graphdef, model.params, model.batch_stats, mel, lengths),
+                               atol=1e-5)
+
+    window = int(WINDOW_S * tta.sample_rate)
+    clip = sf.read(paths[0], dtype="float32")[0][:window]
+    wave, n = np.pad(clip, (0, window - clip.size)), np.array([clip.size])  # A partly filled window.
+    served = serving.ExportedClassifier(jax.export.deserialize(export.export_window(tta, window).serialize()))
+    in_process = np.asarray(tta.window_function(window)(wave[None], n))[0]
+    np.testing.assert_allclose(served(wave, clip.size), in_process, atol=1e-5)
+    assert np.abs(in_process - np.asarray(_window_fn(predictor)(wave[None], n))[0]).max() > 1e-4
+
+    info_path.write_text(json.dumps({**info, "test_time_speeds": [0.0]}))
+    with pytest.raises(ValueError, match="model_info.json: test-time speeds must lie between"):
+        Predictor.from_workdir(str(workdir))
 
 
 def test_exported_conformer_equals_the_in_process_one():

@@ -18,14 +18,16 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from data_prep.corpora import synthetic
 from ser_jax.config_files import load_py
 from ser_jax.features import FeatureConfig
-from ser_jax import augment, checkpoints, ensemble, evaluate, train
+from ser_jax import checkpoints, ensemble, evaluate, train, warping
 from ser_jax.mesh import make_mesh
+from ser_jax.model_info import ModelInfo
 from ser_jax.trained_model import TrainedModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EPOCHS, STEPS_PER_EPOCH = 2, 4  # 4 train speakers x 8 emotions = 32 clips, batch 8.
 FEATURES = FeatureConfig(n_mels=24, pitch=False)  # The hand-made batches below are 24 log-Mel bins wide.
-MEL_BINS = augment.MelBins.of(FEATURES, np.full(24, 10.0, np.float32))
+MEL_BINS = warping.MelBins.of(FEATURES, np.full(24, 10.0, np.float32))
+SPEEDS = (0.9, 1.0, 1.1)
 TINY_ENCODERS = {"cnn_bilstm": dict(lstm_hidden=12),
                  "conformer": dict(d_model=16, num_layers=1, num_heads=2, conv_kernel=5)}
 
@@ -42,6 +44,7 @@ def tiny_config(data_dir: str, model: str = "cnn_bilstm", **train_overrides):
     c.optim.warmup_steps = 2
     c.train.update(batch_size=8, eval_batch_size=16, num_epochs=NUM_EPOCHS, log_every_steps=2, keep_best=1,
                    **train_overrides)
+    c.inference.test_time_speeds = SPEEDS  # Validation and evaluation average over these rates.
     return c
 
 
@@ -51,7 +54,7 @@ def config_flags(config) -> list[str]:
             "data.synthetic.n_speakers": 6, "data.synthetic.utterances_per_emotion": 1, "features.n_mels": 24,
             "model.channels": "(8,)", "model.lstm_hidden": 12, "model.attention_dim": 8, "optim.warmup_steps": 2,
             "train.batch_size": 8, "train.eval_batch_size": 16, "train.num_epochs": NUM_EPOCHS,
-            "train.log_every_steps": 2, "train.keep_best": 1}
+            "train.log_every_steps": 2, "train.keep_best": 1, "inference.test_time_speeds": "(0.9,1.0,1.1)"}
     return [f"--config.{k}={v}" for k, v in flat.items()]
 
 
@@ -135,6 +138,7 @@ def test_training_learns_keeps_best_and_latest_and_logs(reference_run):
     for name in ("config.json", "model_info.json", "metrics.jsonl"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
     assert os.listdir(os.path.join(workdir, "tensorboard"))
+    assert ModelInfo.load(workdir).test_time_speeds == SPEEDS  # Recorded, so deployment applies them too.
 
 
 class Preempted(Exception):
@@ -180,6 +184,7 @@ def test_two_processes_agree_with_one(tmp_path, data_dir, reference_run):
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
     assert f"Validation after {NUM_EPOCHS * STEPS_PER_EPOCH} steps" in outputs[0]
+    assert ModelInfo.load(str(tmp_path)).test_time_speeds == SPEEDS  # The command-line tuple, parsed.
     # Restored here on 8 devices: a checkpoint written by 4 devices over 2 processes.
     for a, b in zip(params_of(reference_run[0]), params_of(str(tmp_path))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
