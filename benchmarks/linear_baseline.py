@@ -90,7 +90,7 @@ def cross_validate(x, y, speakers, genders, folds: int, cs: list[float]) -> dict
                 per_speaker[str(s)] = unweighted_accuracy(y[test][mine], predicted[mine])
         training_speakers = len(set(speakers)) * (folds - (1 if protocol == "refit" else 2)) / folds
         out[protocol] = {"training_speakers": training_speakers, "ua_per_fold": rounds,
-                         "ua_mean": float(np.mean(rounds)), "ua_std": float(np.std(rounds)),
+                         "ua_mean": float(np.mean(rounds)), "ua_std": float(np.std(rounds, ddof=1)),
                          "ua_per_speaker": per_speaker}
     return out
 

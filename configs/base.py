@@ -66,10 +66,10 @@ def get_base_config() -> ml_collections.ConfigDict:
         spec_augment=True, freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=20,
         mixup=False, mixup_alpha=0.4))
     # How the trained model classifies, recorded with it, so validation, evaluation, prediction,
-    # streaming, export and serving all do the same. test_time_speeds=(0.9, 0.95, 1.0, 1.05, 1.1):
-    # every clip is also played at these rates (as speed perturbation plays it in training) and the
-    # probabilities averaged; () reads the clip as it is. It costs one model pass per rate.
-    c.inference = ml_collections.ConfigDict(dict(test_time_speeds=()))
+    # streaming, export and serving all do the same: every clip is also played at these rates (as
+    # speed perturbation plays it in training) and the probabilities averaged; () reads the clip as
+    # it is. One model pass per rate.
+    c.inference = ml_collections.ConfigDict(dict(test_time_speeds=(0.9, 0.95, 1.0, 1.05, 1.1)))
     # Evaluation (--mode=eval): empty fields default to the training dataset's test split. A split
     # that several prepared datasets under data_dir hold (each K-fold one has a fold1) names its
     # dataset too: split="folds6/fold1".

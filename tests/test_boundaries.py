@@ -13,7 +13,7 @@ PREPARES_ON_DEMAND = "ser_jax/datasets.py"  # The one place a training run calls
 LAYERS = {
     "leaves": ["features", "audio", "dataset_format", "tables"],
     "inference": ["classify", "predictor", "pretrained", "trained_model", "checkpoints", "model_info", "mesh",
-                  "batching", "config_files", "models", "streaming", "export", "serving", "predict", "serve"],
+                  "batching", "config_files", "models", "streaming", "export", "serving", "predict", "serve", "warping"],
     "evaluation": ["evaluate", "input_pipeline", "metrics", "reports", "metric_writers", "ensemble"],
     "training": ["main", "train", "datasets", "augment", "compare", "__init__"],
 }
