@@ -85,7 +85,7 @@ def window_probabilities(graphdef: nnx.GraphDef, params, batch_stats, waveform: 
     """(batch, window samples) waveform at the training rate -> (batch, classes) probabilities."""
     mel, lengths = window_features(waveform, num_samples, features=features, mean=mean, std=std)
     return classify_mel(graphdef, params, batch_stats, mel, lengths, speeds=speeds,
-                        bins=MelBins.of(features, std) if speeds else None)
+                        bins=MelBins.of(features, std))
 
 
 def window_classifier(info: ModelInfo, graphdef: nnx.GraphDef, params, batch_stats) -> Callable:

@@ -124,7 +124,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          f"the model's label set {list(class_names)}")
     info = model.info
     evaluator = Evaluator(mesh, model.graphdef, speeds=info.test_time_speeds,
-                          bins=MelBins.of(info.features, info.std) if info.test_time_speeds else None)
+                          bins=MelBins.of(info.features, info.std))
     logits, loss = evaluator.logits_and_loss(
         model.variables, data, batch_size=config.train.eval_batch_size, bucket_frames=config.data.eval_bucket_frames)
     # The model chooses among the scored classes only; its probabilities (predictions.csv, which

@@ -57,7 +57,7 @@ class Predictor:
         self.step: int | None = None
         self._classify = jax.jit(functools.partial(
             classify_mel, graphdef, speeds=info.test_time_speeds,
-            bins=MelBins.of(info.features, info.std) if info.test_time_speeds else None))
+            bins=MelBins.of(info.features, info.std)))
         self._windows: dict[int, Callable] = {}
 
     @classmethod
