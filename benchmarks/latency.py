@@ -1,7 +1,7 @@
 """CPU latency of one streaming window: waveform in, probabilities out (batch 1).
 
     python benchmarks/latency.py [--configs configs/cnn_bilstm.py,configs/conformer.py | --workdir DIR]
-                                 [--window 3.0] [--iters 300] [--breakdown]
+                                 [--window 3.0] [--iters 300] [--breakdown] [--readings recorded,one_pass]
 
 Times the jitted window function that streaming uses (`Predictor.window_function`: JAX log-Mel
 frontend, normalisation and model in one compiled function), including the host->device copy of the
@@ -10,7 +10,9 @@ waveform and the copy of the probabilities back, and the same function exported 
 the --configs files (default configs/cnn_bilstm.py: channels (16, 32), BiLSTM 48, 40 mels; 8
 classes) with random weights, which time the same as trained ones; several configs are timed in one
 run, alternating, so that a machine shared with other jobs loads them alike, and each is also given
-as a ratio to the first.
+as a ratio to the first. Each model is read as recorded (its `inference.test_time_speeds`: one model
+pass per rate) and, with `one_pass` in --readings, once per window as `--test_time_speeds none`
+deploys it: what the averaging costs.
 
 Each setting runs in its own subprocess, since XLA reads its flags when it starts:
   one core:  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false" and the process pinned to one CPU
@@ -59,14 +61,14 @@ def _time(fn, iters: int, warmup: int = 10) -> dict:
     return _stats(times)
 
 
-def _predictor(workdir: str | None, config_path: str):
+def _predictor(workdir: str | None, config_path: str, speeds: tuple[float, ...] | None):
     import numpy as np
     from flax import nnx
 
     from ser_jax.predictor import Predictor
 
     if workdir:
-        return Predictor.from_workdir(workdir)
+        return Predictor.from_workdir(workdir, test_time_speeds=speeds)
     from ser_jax.config_files import load_py
     from ser_jax.dataset_format import EMOTIONS
     from ser_jax.features import FeatureConfig
@@ -80,8 +82,9 @@ def _predictor(workdir: str | None, config_path: str):
                          prosody=features.prosody_columns, rngs=nnx.Rngs(0))
     graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     info = ModelInfo(class_names=classes, features=features, mean=np.full(features.dim, -40.0, np.float32),
-                     std=np.full(features.dim, 15.0, np.float32))
-    return Predictor(info, graphdef, params, stats)
+                     std=np.full(features.dim, 15.0, np.float32),
+                     test_time_speeds=tuple(config.inference.test_time_speeds))
+    return Predictor(info, graphdef, params, stats, test_time_speeds=speeds)
 
 
 def _breakdown(predictor, wave, n, iters: int) -> dict:
@@ -90,13 +93,14 @@ def _breakdown(predictor, wave, n, iters: int) -> dict:
     function, which also saves the copy between them."""
     import jax
 
-    from ser_jax import classify
+    from ser_jax import classify, warping
 
     info = predictor.info
     params, stats = jax.device_get((predictor.params, predictor.batch_stats))
     frontend = jax.jit(functools.partial(classify.window_features, features=info.features, mean=info.mean,
                                          std=info.std))
-    model = jax.jit(functools.partial(classify.classify_mel, predictor.graphdef, params, stats))
+    model = jax.jit(functools.partial(classify.classify_mel, predictor.graphdef, params, stats,
+                                      speeds=info.test_time_speeds, bins=warping.MelBins.of(info.features, info.std)))
     mel, lengths = frontend(wave, n)
     return {"frontend": _time(lambda: jax.block_until_ready(frontend(wave, n)), iters),
             "model": _time(lambda: jax.block_until_ready(model(mel, lengths)), iters),
@@ -112,7 +116,7 @@ def run_child(args) -> dict:
 
     from ser_jax import export, serving
 
-    predictor = _predictor(args.workdir, args.configs)
+    predictor = _predictor(args.workdir, args.configs, () if args.one_pass else None)
     window = int(round(args.window * predictor.sample_rate))
     wave = (0.1 * np.random.default_rng(0).standard_normal((1, window))).astype(np.float32)
     n = np.full(1, window, np.int32)
@@ -130,12 +134,14 @@ def run_child(args) -> dict:
     if args.breakdown:
         result["breakdown"] = _breakdown(predictor, jax.device_put(wave), jax.device_put(n), args.iters)
     result.update(cpus=len(os.sched_getaffinity(0)), xla_flags=os.environ.get("XLA_FLAGS", ""),
-                  window_samples=window)
+                  window_samples=window, test_time_speeds=list(predictor.info.test_time_speeds))
     return result
 
 
-def _run_setting(args, config_path: str, *, single: bool) -> dict:
+def _run_setting(args, config_path: str, *, single: bool, one_pass: bool) -> dict:
     cmd = ["--child", "--window", str(args.window), "--iters", str(args.iters), "--configs", config_path]
+    if one_pass:
+        cmd.append("--one_pass")
     if single:
         cmd += ["--pin", str(min(os.sched_getaffinity(0)))]
     if args.workdir:
@@ -155,6 +161,9 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=300)
     p.add_argument("--breakdown", action="store_true", help="also time the frontend and the model apart")
     p.add_argument("--settings", default="single,all", help="comma-separated: single, all")
+    p.add_argument("--readings", default="recorded,one_pass",
+                   help="comma-separated: recorded (the model's test-time speeds), one_pass (one pass per window)")
+    p.add_argument("--one_pass", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--output", default=RESULTS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--pin", type=int, default=None, help=argparse.SUPPRESS)
@@ -165,16 +174,24 @@ def main(argv=None) -> int:
 
     settings = [s for s in args.settings.split(",") if s]
     paths = [args.workdir] if args.workdir else [os.path.abspath(p) for p in args.configs.split(",") if p]
-    models = {os.path.splitext(os.path.basename(os.path.normpath(p)))[0]: p for p in paths}
+    readings = [r for r in args.readings.split(",") if r]
+    if not readings or set(readings) - {"recorded", "one_pass"}:
+        p.error(f"--readings: expected recorded and/or one_pass, got {args.readings!r}")
+    models = {}
+    for path in paths:
+        name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+        for reading in readings:
+            models[name + (" 1 pass" if reading == "one_pass" else "")] = (path, reading == "one_pass")
     runs = {name: {} for name in models}
     for s in settings:
-        for name, path in models.items():  # Alternating, so that other jobs on the machine load each alike.
-            runs[name]["1 core" if s == "single" else "all cores"] = _run_setting(args, path, single=s == "single")
+        for name, (path, one_pass) in models.items():  # Alternating, so that other jobs load each alike.
+            runs[name]["1 core" if s == "single" else "all cores"] = _run_setting(
+                args, path, single=s == "single", one_pass=one_pass)
     hop_ms = args.hop * 1000
     kind = "trained" if args.workdir else "random init"
     print(f"{args.window:g} s window, batch 1, {kind}; target <= {TARGET_MS:g} ms on one core; "
           f"RTF = ms per window / {hop_ms:g} ms hop; ratio = median / the first model's median")
-    print(f"{'model':<16}{'setting':<12}{'cpus':>5}{'median ms':>11}{'p90 ms':>9}{'RTF':>8}{'ratio':>7}"
+    print(f"{'model':<22}{'setting':<12}{'cpus':>5}{'median ms':>11}{'p90 ms':>9}{'RTF':>8}{'ratio':>7}"
           f"{'exported median':>17}")
     first = runs[next(iter(runs))]
     for name, by_setting in runs.items():
@@ -182,7 +199,7 @@ def main(argv=None) -> int:
             j = r["jit"]
             r["rtf_at_hop"] = j["median_ms"] / hop_ms
             r["ratio_to_first"] = j["median_ms"] / first[setting]["jit"]["median_ms"]
-            print(f"{name:<16}{setting:<12}{r['cpus']:>5}{j['median_ms']:>11.2f}{j['p90_ms']:>9.2f}"
+            print(f"{name:<22}{setting:<12}{r['cpus']:>5}{j['median_ms']:>11.2f}{j['p90_ms']:>9.2f}"
                   f"{r['rtf_at_hop']:>8.3f}{r['ratio_to_first']:>7.2f}{r['exported']['median_ms']:>17.2f}")
             for part, b in r.get("breakdown", {}).items():
                 if part != "shapes":
@@ -190,7 +207,8 @@ def main(argv=None) -> int:
     figures = {
         "what": "ms per window: waveform (1, window) float32 in, probabilities out, host copies included",
         "window_s": args.window, "hop_s": args.hop, "target_ms_one_core": TARGET_MS,
-        "models": {name: f"{path}{'' if args.workdir else ' defaults, random init'}" for name, path in models.items()},
+        "models": {name: f"{path}{'' if args.workdir else ' defaults, random init'}{', one pass' if one_pass else ''}"
+                   for name, (path, one_pass) in models.items()},
         "runs": runs,
     }
     report.save(figures, args.output)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from ser_jax.classify import window_classifier
-from ser_jax.predictor import Predictor
+from ser_jax.predictor import Predictor, add_speeds_argument
 from ser_jax.serving import FORMAT_VERSION, metadata_path
 
 EXPORT_DIR = "export"
@@ -61,6 +61,7 @@ def metadata(predictor: Predictor, exported: jax.export.Exported, window_samples
         "outputs": [{"name": "probabilities", "shape": [batch or "b", len(info.class_names)], "dtype": "float32"}],
         "platforms": list(exported.platforms),
         "features": {k: getattr(info.features, k) for k in info.features.__dataclass_fields__},
+        "test_time_speeds": list(info.test_time_speeds),  # Baked into the function: its cost per window.
         "workdir": os.path.abspath(workdir) if workdir else None,
         "step": predictor.step,
         "jax_version": jax.__version__,
@@ -88,12 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=3.0, help="window length in seconds")
     p.add_argument("--batch", type=int, default=0, help="0: symbolic batch dimension; N: fixed batch of N")
     p.add_argument("--platforms", default="", help="comma-separated, e.g. cpu,cuda (default: this machine's backend)")
+    add_speeds_argument(p)
     p.add_argument("--output", default="", help=f"output file (default <workdir>/{EXPORT_DIR}/{EXPORT_FILE})")
     args = p.parse_args(argv)
     from absl import logging
 
     logging.set_verbosity(logging.ERROR)
-    predictor = Predictor.from_workdir(args.workdir, args.checkpoint)
+    predictor = Predictor.from_workdir(args.workdir, args.checkpoint, test_time_speeds=args.test_time_speeds)
     window = int(round(args.window * predictor.sample_rate))
     platforms = [s.strip() for s in args.platforms.split(",") if s.strip()] or None
     exported = export_window(predictor, window, batch=args.batch, platforms=platforms)

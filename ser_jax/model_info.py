@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,8 +35,7 @@ class ModelInfo:
     test_time_speeds: tuple[float, ...] = ()
 
     def __post_init__(self):
-        if any(not 0.5 <= s <= 2.0 for s in self.test_time_speeds):
-            raise ValueError(f"test-time speeds must lie between 0.5 and 2 (playback rates), got {self.test_time_speeds}")
+        check_speeds(self.test_time_speeds)
 
     def save(self, workdir: str) -> str:
         path = os.path.join(workdir, FILE)
@@ -62,3 +62,14 @@ class ModelInfo:
             return cls(**data)
         except ValueError as e:
             raise ValueError(f"{os.path.join(workdir, FILE)}: {e}") from e
+
+    def with_speeds(self, speeds: Sequence[float]) -> "ModelInfo":
+        """The same model read at other test-time rates (() or (1.0,): one pass), e.g. to trade the
+        recorded averaging for latency; checked like the recorded ones."""
+        return dataclasses.replace(self, test_time_speeds=tuple(float(s) for s in speeds))
+
+
+def check_speeds(speeds: tuple[float, ...]) -> tuple[float, ...]:
+    if any(not 0.5 <= s <= 2.0 for s in speeds):
+        raise ValueError(f"test-time speeds must lie between 0.5 and 2 (playback rates), got {speeds}")
+    return speeds

@@ -15,6 +15,7 @@ Importing this module loads no training code, no dataset reader and no data_prep
 
 from __future__ import annotations
 
+import argparse
 import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -25,7 +26,7 @@ from flax import nnx
 from ser_jax import audio, batching, pretrained
 from ser_jax.classify import classify_mel, window_classifier
 from ser_jax.features import FeatureConfig, clip_features, normalize
-from ser_jax.model_info import ModelInfo
+from ser_jax.model_info import ModelInfo, check_speeds
 from ser_jax.trained_model import TrainedModel
 from ser_jax.warping import MelBins
 
@@ -37,6 +38,22 @@ def _rows(n: int, batch_size: int) -> int:
     return min(batch_size, 1 << max(n - 1, 0).bit_length())
 
 
+def add_speeds_argument(parser: argparse.ArgumentParser) -> None:
+    """--test_time_speeds, for the command lines that load a Predictor (predict, serve, export)."""
+
+    def speeds(text: str) -> tuple[float, ...]:
+        try:
+            return check_speeds(() if text.strip().lower() == "none" else tuple(float(s) for s in text.split(",")))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated playback rates between 0.5 and 2 (e.g. 0.9,1,1.1) or 'none', "
+                f"got {text!r}") from e
+
+    parser.add_argument("--test_time_speeds", type=speeds, default=None,
+                        help="read every clip or window at these rates instead of the ones recorded with the "
+                             "model ('none': one pass, the clip as it is; fewer rates, less latency)")
+
+
 class Predictor:
     """A trained model ready for inference on one device.
 
@@ -44,19 +61,22 @@ class Predictor:
     """
 
     def __init__(self, info: ModelInfo, graphdef: nnx.GraphDef, params, batch_stats, *,
-                 bucket_frames: int = BUCKET_FRAMES, batch_size: int = 16, device: jax.Device | None = None):
+                 bucket_frames: int = BUCKET_FRAMES, batch_size: int = 16, device: jax.Device | None = None,
+                 test_time_speeds: Sequence[float] | None = None):
+        """`test_time_speeds` replaces the rates the model was trained to be read at (None: keep them;
+        (): one pass per clip or window, giving up the averaging's accuracy for latency)."""
         if info.speaker_normalized:
             raise ValueError("this model was trained with transductive per-speaker normalisation "
                              "(data.transductive_speaker_norm): it needs each speaker's other clips, so it is "
                              "for evaluation (python -m ser_jax.main --mode=eval) only; deploy an inductive model")
-        self.info = info
+        self.info = info if test_time_speeds is None else info.with_speeds(test_time_speeds)
         self.graphdef = graphdef
         self.device = device or jax.local_devices()[0]
         self.params, self.batch_stats = jax.device_put((params, batch_stats), self.device)
         self.bucket_frames, self.batch_size = bucket_frames, batch_size
         self.step: int | None = None
         self._classify = jax.jit(functools.partial(
-            classify_mel, graphdef, speeds=info.test_time_speeds,
+            classify_mel, graphdef, speeds=self.info.test_time_speeds,
             bins=MelBins.of(info.features, info.std)))
         self._windows: dict[int, Callable] = {}
 

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from flax import nnx
 
 from data_prep.corpora import synthetic
-from ser_jax import classify, evaluate, export, input_pipeline, serving, streaming, warping
+from ser_jax import classify, evaluate, export, input_pipeline, predict, serving, streaming, warping
 from ser_jax.features import FeatureConfig, frame_features
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
@@ -158,7 +158,7 @@ def test_exported_function_equals_the_in_process_one(trained, predictor, held_ou
 
 
 def test_test_time_speeds_are_applied_alike_by_evaluation_prediction_and_export(trained, predictor, held_out,
-                                                                                 tmp_path):
+                                                                                 tmp_path, capsys):
     """A model recorded with test-time speeds averages its probabilities over the clip played at each
     rate, in evaluation, file prediction and the exported window function alike."""
     speeds = (0.9, 1.0, 1.1)
@@ -204,6 +204,25 @@ def test_test_time_speeds_are_applied_alike_by_evaluation_prediction_and_export(
     in_process = np.asarray(tta.window_function(window)(wave[None], n))[0]
     np.testing.assert_allclose(served(wave, clip.size), in_process, atol=1e-5)
     assert np.abs(in_process - np.asarray(_window_fn(predictor)(wave[None], n))[0]).max() > 1e-4
+
+    # A deployment may trade the averaging for latency: the same weights read at other rates.
+    one_pass = Predictor.from_workdir(str(workdir), test_time_speeds=())
+    assert one_pass.info.test_time_speeds == () and tta.info.test_time_speeds == speeds
+    np.testing.assert_allclose(one_pass.probabilities(held_out.mels[:4]), predictor.probabilities(held_out.mels[:4]),
+                               atol=1e-6)
+    np.testing.assert_allclose(Predictor.from_workdir(trained, test_time_speeds=speeds).probabilities(held_out.mels[:4]),
+                               got[:4], atol=1e-5)
+    out = tmp_path / "one_pass.jsonl"
+    assert predict.main(["--workdir", str(workdir), "--test_time_speeds", "none", "--output", str(out), paths[0]]) == 0
+    row = json.loads(out.read_text())
+    np.testing.assert_allclose([row["probabilities"][c] for c in tta.class_names], before[0], atol=1e-5)
+    exported = tmp_path / "one_pass.bin"
+    assert export.main(["--workdir", str(workdir), "--test_time_speeds", "1", "--window", str(WINDOW_S),
+                        "--output", str(exported)]) == 0
+    assert json.loads(open(serving.metadata_path(str(exported))).read())["test_time_speeds"] == [1.0]
+    with pytest.raises(SystemExit):
+        predict.build_parser().parse_args(["--workdir", str(workdir), "--test_time_speeds", "0.1,1", paths[0]])
+    assert "playback rates between 0.5 and 2" in capsys.readouterr().err
 
     info_path.write_text(json.dumps({**info, "test_time_speeds": [0.0]}))
     with pytest.raises(ValueError, match="model_info.json: test-time speeds must lie between"):

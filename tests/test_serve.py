@@ -26,6 +26,7 @@ from websockets.sync.client import connect
 from data_prep.corpora import synthetic
 from ser_jax import predict, streaming
 from ser_jax.predictor import Predictor
+from ser_jax.serve import service
 
 from live_server import start_server, stop_server
 
@@ -156,6 +157,10 @@ def test_model_health_and_page(server, predictor):
     assert model["class_names"] == list(predictor.class_names) and model["sample_rate"] == SR
     assert (model["window_s"], model["hop_s"]) == (3.0, 0.5)
     assert len(model["model_version"]) == 12 and model["checkpoint_step"] == predictor.step
+    assert model["test_time_speeds"] == list(predictor.info.test_time_speeds)
+    read_faster = Predictor(predictor.info, predictor.graphdef, predictor.params, predictor.batch_stats,
+                            test_time_speeds=(1.0, 1.1))
+    assert service.model_version(read_faster) != model["model_version"]  # Other answers, another version.
     assert model["batching"]["buckets"] == [1, 4]
     assert httpx.get(server + "/healthz").json()["status"] == "ok"
     page = httpx.get(server + "/")
