@@ -75,6 +75,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     # dataset too: split="folds6/fold1".
     # classes="neutral,happy,...": score only these (the classes two corpora share): the model chooses
     # among them alone and examples of other emotions are left out.
+    # test_time_speeds: read the model at these rates instead of its recorded ones (() : one pass), to
+    # measure what the averaging buys or what a deployment overriding it would score.
     c.eval = ml_collections.ConfigDict(dict(data_dir="", corpus="", split="", checkpoint="best", output_dir="",
-                                            classes=""))
+                                            classes="", test_time_speeds=placeholder(tuple)))
     return c

@@ -122,7 +122,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if not len(data):
         raise ValueError(f"Nothing to evaluate in {where}: none of its emotions {sorted(data.left_out)} is in "
                          f"the model's label set {list(class_names)}")
-    info = model.info
+    info = model.info if config.eval.test_time_speeds is None else model.info.with_speeds(config.eval.test_time_speeds)
     evaluator = Evaluator(mesh, model.graphdef, speeds=info.test_time_speeds,
                           bins=MelBins.of(info.features, info.std))
     logits, loss = evaluator.logits_and_loss(
@@ -135,6 +135,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "workdir": os.path.abspath(workdir), "checkpoint": model.checkpoint, "step": model.step,
         "datasets": [{"path": d.path, "splits": s} for d, s in targets], "loss": loss,
         "transductive": model.info.speaker_normalized,  # Each test speaker's own audio normalised it.
+        "test_time_speeds": list(info.test_time_speeds),
         "left_out": data.left_out,  # Examples whose emotion is outside the model's label set.
         "metrics": metrics.classification_metrics(data.labels, predicted, class_names),
         **{f"by_{g}": metrics.grouped_metrics(data.labels, predicted, data.metadata[g], class_names) for g in GROUPS},
@@ -146,6 +147,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 for c in corpora}
     name = "+".join(f"{os.path.basename(os.path.dirname(os.path.dirname(d.path)))}_{'+'.join(s)}"
                     for d, s in targets)  # <data_dir>/<corpus>/<config>/<version>
+    if info.test_time_speeds != model.info.test_time_speeds:  # Beside the recorded reading, not over it.
+        name += "_speeds" + ("-".join(f"{s:g}" for s in info.test_time_speeds) or "1")
     out = config.eval.output_dir or os.path.join(workdir, "eval", f"{name}_step{model.step}")
     report["output_dir"] = os.path.abspath(out)  # Its predictions.csv is what an ensemble averages.
     if jax.process_index() == 0:

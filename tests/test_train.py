@@ -203,6 +203,17 @@ def test_evaluation_reports_metrics_and_leaves_out_unknown_labels(tmp_path, data
     for name in ("report.json", "confusion_matrix.png", "confusion_matrix.csv", "per_class.csv",
                  "predictions.csv", "training_curves.png"):
         assert os.path.getsize(os.path.join(out, folder, name)) > 0
+    assert report["test_time_speeds"] == list(SPEEDS)  # As recorded with the model.
+
+    # The same model read in one pass (what the averaging buys), reported beside the recorded reading.
+    with config.unlocked():
+        config.eval.test_time_speeds = ()
+    one_pass = evaluate.evaluate(config, workdir)
+    assert one_pass["test_time_speeds"] == [] and one_pass["metrics"]["num_examples"] == 8
+    assert sorted(os.listdir(out)) == sorted([folder, folder.replace("_step", "_speeds1_step")])
+    assert one_pass["loss"] != pytest.approx(report["loss"], rel=1e-4)
+    with config.unlocked():
+        config.eval.test_time_speeds = None
 
     # Another corpus with a label the model never saw: EMO-DB's boredom is left out and counted.
     source = tmp_path / "emodb"
