@@ -61,7 +61,8 @@ def _time(fn, iters: int, warmup: int = 10) -> dict:
     return _stats(times)
 
 
-def _predictor(workdir: str | None, config_path: str, speeds: tuple[float, ...] | None):
+def _predictor(workdir: str | None, config_path: str, speeds: tuple[float, ...] | None = None):
+    """The workdir's model, or the config's with random weights; read at `speeds` (None: as recorded)."""
     import numpy as np
     from flax import nnx
 

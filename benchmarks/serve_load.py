@@ -1,9 +1,10 @@
 """Load on the emotion server: N simulated real-time clients on loopback, with and without micro-batching.
 
-    python benchmarks/serve_load.py [--workdir DIR] [--streams 30,40,50,60,70,80,100] [--seconds 20]
+    python benchmarks/serve_load.py [--workdir DIR] [--streams 30,40,50,60,70,80,100] [--seconds 20] [--one_pass]
 
 Settings (each a server in its own process: `ser_jax.serve` with the default model and random
-weights unless --workdir, which cost the same):
+weights unless --workdir, which cost the same; read at the model's test-time speeds, one model pass
+per rate, or with --one_pass once per window, as `--test_time_speeds none` serves it):
   batched            the server's defaults: windows gathered into calls of up to 8 (buckets 1, 2, 4,
                      8), 2 ms wait bound, one model call at a time
   batched_2_threads  the same, with up to two model calls at once
@@ -50,10 +51,11 @@ SETTINGS = {"batched": ["--buckets", "1,2,4,8", "--max_wait_ms", "2", "--model_t
             "unbatched": ["--buckets", "1", "--max_wait_ms", "0", "--model_threads", "1"]}
 
 
-def _predictor(workdir: str | None):
+def _predictor(args):
     from latency import _predictor as latency_predictor  # The same default model latency.py times.
 
-    return latency_predictor(workdir, os.path.join(REPO, "configs", "cnn_bilstm.py"))
+    return latency_predictor(args.workdir, os.path.join(REPO, "configs", "cnn_bilstm.py"),
+                             () if args.one_pass else None)
 
 
 def serve_child(args) -> None:
@@ -62,7 +64,7 @@ def serve_child(args) -> None:
     from ser_jax.serve.server import serve
     from ser_jax.serve.service import Service
 
-    predictor = _predictor(args.workdir)
+    predictor = _predictor(args)
     buckets = tuple(int(b) for b in args.buckets.split(","))
     limits = Limits(max_streams=10_000, max_pending_windows=100_000)  # Measure the model, not admission control.
     service = Service.create(predictor, args.workdir or "random init", window_s=WINDOW_S, hop_s=HOP_S,
@@ -73,7 +75,7 @@ def serve_child(args) -> None:
 
 def model_alone_child(args) -> dict:
     """The jitted window function alone, as the server calls it: windows/s at each batch size."""
-    predictor = _predictor(args.workdir)
+    predictor = _predictor(args)
     window = int(WINDOW_S * SR)
     fn = predictor.window_function(window)
     rates = {}
@@ -86,7 +88,7 @@ def model_alone_child(args) -> dict:
             np.asarray(fn(x, n))
             calls += 1
         rates[batch] = calls * batch / (time.perf_counter() - t0)
-    return {"windows_per_s": rates}
+    return {"windows_per_s": rates, "test_time_speeds": list(predictor.info.test_time_speeds)}
 
 
 def _free_port() -> int:
@@ -95,13 +97,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(flags: list[str], workdir: str | None) -> tuple[subprocess.Popen, str]:
+def _start_server(flags: list[str], workdir: str | None, one_pass: bool) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = _free_port()
     cmd = [sys.executable, os.path.abspath(__file__), "--serve_child", "--port", str(port), *flags]
     if workdir:
         cmd += ["--workdir", workdir]
+    if one_pass:
+        cmd.append("--one_pass")
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -196,6 +200,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="how long each count streams")
     p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated, of: " + ", ".join(SETTINGS))
     p.add_argument("--model_seconds", type=float, default=3.0, help="timing per batch size of the model alone")
+    p.add_argument("--one_pass", action="store_true", help="serve each window in one model pass, not one per "
+                                                           "test-time speed")
     p.add_argument("--output", default=RESULTS)
     p.add_argument("--serve_child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model_child", action="store_true", help=argparse.SUPPRESS)
@@ -215,13 +221,14 @@ def main(argv=None) -> int:
     if max(counts) > 1000 or args.seconds > 120:
         raise SystemExit("at most 1000 streams and 120 s per step")
     model_cmd = ["--model_child", "--model_seconds", str(args.model_seconds)]
-    alone = child.run(__file__, model_cmd + (["--workdir", args.workdir] if args.workdir else []))
+    alone = child.run(__file__, model_cmd + (["--workdir", args.workdir] if args.workdir else [])
+                      + (["--one_pass"] if args.one_pass else []))
     best_alone = max(alone["windows_per_s"].values())
     print("model alone, windows/s by batch size: "
           + ", ".join(f"{b}: {r:.0f}" for b, r in alone["windows_per_s"].items()))
     runs = {}
     for name in args.settings.split(","):
-        proc, url = _start_server(SETTINGS[name], args.workdir)
+        proc, url = _start_server(SETTINGS[name], args.workdir, args.one_pass)
         steps = []
         try:
             for n in counts:
@@ -245,6 +252,7 @@ def main(argv=None) -> int:
               f"= {peak / best_alone:.2f} of the model alone ({best_alone:.0f})")
     report.save({"what": "real-time streams on loopback, 0.5 s hop, 3 s window; latency = audio sent -> estimate",
                  "model": args.workdir or "configs/cnn_bilstm.py defaults, random init", "seconds": args.seconds,
+                 "test_time_speeds": alone["test_time_speeds"],
                  "model_alone": alone, "runs": runs}, args.output)
     return 0
 
