@@ -22,13 +22,14 @@ def parse(argv: list[str]):
     return values.config
 
 
-def none_keys(config, prefix: str = "") -> list[str]:
-    out = []
+def none_keys(config, prefix: str = "") -> dict[str, type]:
+    """Every key that defaults to None, with the type its placeholder declares."""
+    out = {}
     for key, value in config.items():
         if hasattr(value, "items"):
-            out += none_keys(value, f"{prefix}{key}.")
+            out.update(none_keys(value, f"{prefix}{key}."))
         elif value is None:
-            out.append(prefix + key)
+            out[prefix + key] = config.get_type(key)
     return out
 
 
@@ -43,9 +44,11 @@ def test_feature_settings_that_default_to_none_can_be_set():
 def test_every_key_that_defaults_to_none_takes_an_override(config_file):
     keys = none_keys(parse(["main", f"--config={config_file}"]))
     assert "features.fmax" in keys and "data.synthetic.n_speakers" in keys
-    config = parse(["main", f"--config={config_file}", *(f"--config.{k}=3" for k in keys)])
+    assert keys["eval.test_time_speeds"] is tuple
+    value = {k: (0.9, 1.1) if t is tuple else 3 for k, t in keys.items()}
+    config = parse(["main", f"--config={config_file}", *(f"--config.{k}={value[k]}" for k in keys)])
     for key in keys:
         node = config
         for part in key.split("."):
             node = node[part]
-        assert node == 3, key
+        assert node == value[key], key
