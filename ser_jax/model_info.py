@@ -70,6 +70,7 @@ class ModelInfo:
 
 
 def check_speeds(speeds: tuple[float, ...]) -> tuple[float, ...]:
+    """The rates unchanged, or ValueError: the one range check of recorded, configured and typed rates."""
     if any(not 0.5 <= s <= 2.0 for s in speeds):
         raise ValueError(f"test-time speeds must lie between 0.5 and 2 (playback rates), got {speeds}")
     return speeds

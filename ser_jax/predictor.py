@@ -77,7 +77,7 @@ class Predictor:
         self.step: int | None = None
         self._classify = jax.jit(functools.partial(
             classify_mel, graphdef, speeds=self.info.test_time_speeds,
-            bins=MelBins.of(info.features, info.std)))
+            bins=MelBins.of(self.info.features, self.info.std)))
         self._windows: dict[int, Callable] = {}
 
     @classmethod
