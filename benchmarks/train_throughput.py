@@ -35,7 +35,7 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str) ->
     tx = train.create_optimizer(config.optim, 1000)
     graphdef, state = train.create_train_state(config, num_classes=8, features=features, tx=tx)
     steps_fn = train.Steps(mesh.make_mesh(), graphdef, tx, config, num_classes=8,
-                           mel_bins=warping.MelBins.of(features, np.ones(mels, np.float32)))
+                           mel_bins=warping.MelBins.of(features, np.ones(mels, np.float32)), total_steps=1000)
     state = steps_fn.place_state(state)
     rng = np.random.default_rng(0)
     batch_np = {"mel": rng.normal(size=(batch, frames, mels)).astype(np.float32),

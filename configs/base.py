@@ -57,6 +57,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         batch_size=32, eval_batch_size=64, num_epochs=60, label_smoothing=0.1, log_every_steps=10,
         checkpoint_every_steps=0, keep_best=3,
         class_balance=False,  # True: weight each example's loss by 1 / its class's training frequency.
+        # >0: speaker-adversarial training with this weight: a classifier of the training speakers reads
+        # the utterance embedding through a gradient reversal (ser_jax/speaker_adversary.py).
+        speaker_adversary=0.0,
     ))
     c.augment = ml_collections.ConfigDict(dict(
         speed=0.1,  # >0: play each example up to this much faster or slower (tempo and pitch together).

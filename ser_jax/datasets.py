@@ -141,6 +141,12 @@ def normalization(corpora: Sequence[CorpusData]) -> tuple[np.ndarray, np.ndarray
     return fmt.normalization_from_stats(stats, list(stats))
 
 
+def training_speakers(corpora: Sequence[CorpusData]) -> list[str]:
+    """Every training speaker of every corpus, as "corpus/speaker", sorted."""
+    return sorted({s for c in corpora for split in c.dataset.resolve(c.splits["train"])
+                   for s in c.dataset.metadata[fmt.SPEAKERS][split]})
+
+
 def class_frequencies(corpora: Sequence[CorpusData], class_names: Sequence[str],
                       weights: Sequence[float] | None = None) -> np.ndarray:
     """How often each class is drawn for training: the corpora's training label counts, mixed as the

@@ -128,12 +128,13 @@ def _normalized(mel: np.ndarray, example: Mapping, mean: np.ndarray, std: np.nda
 
 
 class _CropNormalizePad(grain.transforms.RandomMap):
-    """A random `max_frames` crop of longer clips, normalisation, zero padding."""
+    """A random `max_frames` crop of longer clips, normalisation, zero padding; with `speaker_ids`,
+    the example's speaker as an id too."""
 
     def __init__(self, mean: np.ndarray, std: np.ndarray, max_frames: int, lookup: np.ndarray,
-                 speaker_stats: SpeakerStats | None = None):
+                 speaker_stats: SpeakerStats | None = None, speaker_ids: Mapping[str, int] | None = None):
         self.mean, self.std, self.max_frames, self.lookup = mean, std, max_frames, lookup
-        self.speaker_stats = speaker_stats
+        self.speaker_stats, self.speaker_ids = speaker_stats, speaker_ids
 
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
         mel = example["mel"]
@@ -143,7 +144,10 @@ class _CropNormalizePad(grain.transforms.RandomMap):
             mel, n = mel[start:start + self.max_frames], self.max_frames
         out = np.zeros((self.max_frames, mel.shape[1]), np.float32)
         out[:n] = _normalized(mel, example, self.mean, self.std, self.speaker_stats)
-        return {"mel": out, "lengths": np.int32(n), "label": self.lookup[example["label"]]}
+        out = {"mel": out, "lengths": np.int32(n), "label": self.lookup[example["label"]]}
+        if self.speaker_ids is not None:
+            out["speaker"] = np.int32(self.speaker_ids[speaker_key(example)])
+        return out
 
 
 class _HostRows(grain.MapDataset):
@@ -170,13 +174,15 @@ class _HostRows(grain.MapDataset):
 
 def train_dataset(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str],
                   max_frames: int, global_batch: int, seed: int, weights: Sequence[float] | None = None,
-                  worker_threads: int = 2, speaker_stats: SpeakerStats | None = None) -> grain.IterDataset:
+                  worker_threads: int = 2, speaker_stats: SpeakerStats | None = None,
+                  speaker_ids: Mapping[str, int] | None = None) -> grain.IterDataset:
     """Infinite, per-epoch reshuffled batches of (global_batch / processes, max_frames, mels).
 
     Several sources (corpora) are one shuffled union, or, with `weights`, each corpus is drawn with
     its relative weight from its own reshuffled stream. Each process reads only its own rows
     (records are fetched lazily by index). With `speaker_stats`, each example is normalised by its
-    speaker's statistics instead of `mean` and `std`.
+    speaker's statistics instead of `mean` and `std`. With `speaker_ids` ("corpus/speaker" -> id),
+    batches also hold each example's "speaker" id (speaker-adversarial training).
     """
     count, index = jax.process_count(), jax.process_index()
     if global_batch % count:
@@ -187,7 +193,8 @@ def train_dataset(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class
     else:
         ds = grain.MapDataset.mix([grain.MapDataset.source(s).seed(seed + i).shuffle().repeat()
                                    for i, s in enumerate(sources)], list(weights))
-    ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, fmt.label_lookup(class_names), speaker_stats))
+    ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, fmt.label_lookup(class_names), speaker_stats,
+                                        speaker_ids))
     ds = _HostRows(ds, global_batch, count, index).batch(global_batch // count, drop_remainder=True)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=4))
 

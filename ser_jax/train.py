@@ -10,6 +10,7 @@ evaluation step and loop of `ser_jax.evaluate`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -23,12 +24,20 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ser_jax import augment, checkpoints, config_files, datasets, input_pipeline, mesh, metrics, model_info
+from ser_jax import (augment, checkpoints, config_files, datasets, input_pipeline, mesh, metrics, model_info,
+                     speaker_adversary)
 from ser_jax.evaluate import Evaluator
 from ser_jax.features import FeatureConfig
 from ser_jax.metric_writers import MetricWriter
 from ser_jax.models import create_model
 from ser_jax.warping import MelBins
+
+
+@flax.struct.dataclass
+class AdversaryState:
+    """The speaker adversary's weights and optimiser state (`ser_jax.speaker_adversary`)."""
+    params: dict
+    opt_state: optax.OptState
 
 
 @flax.struct.dataclass
@@ -39,6 +48,7 @@ class TrainState:
     ema_params: nnx.State  # What evaluation and deployment use; the params themselves when EMA is off.
     opt_state: optax.OptState
     rng: jax.Array  # Raw key data (uint32), which Orbax stores like any array.
+    adversary: AdversaryState | None = None  # Only with train.speaker_adversary > 0.
 
 
 def lr_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -54,33 +64,39 @@ def create_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.
 
 
 def create_train_state(config: ml_collections.ConfigDict, num_classes: int, features: FeatureConfig,
-                       tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+                       tx: optax.GradientTransformation, num_speakers: int = 0) -> tuple[nnx.GraphDef, TrainState]:
+    """The model's initial state, and the speaker adversary's for `num_speakers` training speakers
+    when `train.speaker_adversary` is on."""
     key = jax.random.key(config.seed)
     init_key, train_key = jax.random.split(key)
     model = create_model(config.model, num_classes=num_classes, n_mels=features.n_mels,
                          prosody=features.prosody_columns, rngs=nnx.Rngs(params=init_key))
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    adversary = None
+    if config.train.speaker_adversary:
+        if num_speakers < 2:
+            raise ValueError(f"train.speaker_adversary needs at least two training speakers to tell apart; the "
+                             f"training data has {num_speakers}")
+        adversary_params = speaker_adversary.init_params(jax.random.fold_in(key, 1), model.embedding_features,
+                                                         num_speakers)
+        adversary = AdversaryState(params=adversary_params, opt_state=tx.init(adversary_params))
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                        ema_params=jax.tree.map(jnp.copy, params),
-                       opt_state=tx.init(params), rng=jax.random.key_data(train_key))
+                       opt_state=tx.init(params), rng=jax.random.key_data(train_key), adversary=adversary)
     return graphdef, state
 
 
-def _forward(graphdef, params, batch_stats, batch, *, train: bool, rng=None):
-    # copy=True: fresh Variables owned by this trace, so BatchNorm may update them inside jax.grad.
-    model = nnx.merge(graphdef, params, batch_stats, copy=True)
-    rngs = nnx.Rngs(dropout=rng) if rng is not None else None
-    logits = model(batch["mel"], batch["lengths"], train=train, rngs=rngs)
-    return logits, nnx.state(model, nnx.BatchStat)
-
-
 def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                   num_classes: int, mel_bins: MelBins, class_weights: np.ndarray | None = None
-                   ) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State]], nnx.State]:
-    """((loss, (logits, new batch_stats)), grads) on a global batch, with augmentation and dropout.
+                   num_classes: int, mel_bins: MelBins, total_steps: int, class_weights: np.ndarray | None = None
+                   ) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State, dict]], tuple[nnx.State, dict | None]]:
+    """((loss, (logits, new batch_stats, metrics)), (grads, adversary grads)) on a global batch, with
+    augmentation and dropout.
 
     `mel_bins` (each bin's centre frequency and dB scale) lets augmentation move frequencies and levels.
-    `class_weights` (`balanced_class_weights`) scales each example's loss by its class's weight.
+    `class_weights` (`balanced_class_weights`) scales each example's loss by its class's weight. With
+    a speaker adversary (`state.adversary`, batches then carry "speaker" ids), the loss adds its
+    speaker cross-entropy on the gradient-reversed embedding, whose reversal ramps up over
+    `total_steps`; the metrics hold the emotion loss alone as "loss".
     """
     _, aug_key, dropout_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
     mel, lengths, targets = augment.apply(aug_key, batch["mel"], batch["lengths"],
@@ -90,12 +106,26 @@ def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, co
     smoothing = config.train.label_smoothing
     targets = targets * (1 - smoothing) + smoothing / num_classes
 
-    def loss_fn(params):
-        logits, new_stats = _forward(graphdef, params, state.batch_stats, {"mel": mel, "lengths": lengths},
-                                     train=True, rng=dropout_key)
-        return (example_weights * optax.softmax_cross_entropy(logits, targets)).mean(), (logits, new_stats)
+    def loss_fn(params, adversary_params):
+        # copy=True: fresh Variables owned by this trace, so BatchNorm may update them inside jax.grad.
+        model = nnx.merge(graphdef, params, state.batch_stats, copy=True)
+        rngs = nnx.Rngs(dropout=dropout_key)
+        embedding = model.embed(mel, lengths, train=True, rngs=rngs)
+        logits = model.classify(embedding, train=True, rngs=rngs)
+        loss = (example_weights * optax.softmax_cross_entropy(logits, targets)).mean()
+        step_metrics = {"loss": loss}
+        if adversary_params is not None:
+            scale = speaker_adversary.reversal_scale(state.step, total_steps, config.train.speaker_adversary)
+            speaker_logits = speaker_adversary.speaker_logits(
+                adversary_params, speaker_adversary.reverse_gradient(embedding, scale))
+            speaker_loss = optax.softmax_cross_entropy_with_integer_labels(speaker_logits, batch["speaker"]).mean()
+            step_metrics.update(speaker_loss=speaker_loss, reversal_scale=scale,
+                                speaker_accuracy=jnp.mean(jnp.argmax(speaker_logits, -1) == batch["speaker"]))
+            loss = loss + speaker_loss
+        return loss, (logits, nnx.state(model, nnx.BatchStat), step_metrics)
 
-    return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    adversary_params = state.adversary.params if state.adversary is not None else None
+    return jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(state.params, adversary_params)
 
 
 def balanced_class_weights(frequencies: np.ndarray) -> np.ndarray:
@@ -118,32 +148,37 @@ def update_ema(ema_params: nnx.State, params: nnx.State, step: jax.Array, decay:
 
 
 def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, num_classes: int, mel_bins: MelBins,
+               config: ml_collections.ConfigDict, num_classes: int, mel_bins: MelBins, total_steps: int,
                class_weights: np.ndarray | None = None) -> tuple[TrainState, dict]:
     """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
-    (loss, (logits, new_stats)), grads = loss_and_grads(state, batch, graphdef=graphdef, config=config,
-                                                        num_classes=num_classes, mel_bins=mel_bins,
-                                                        class_weights=class_weights)
+    (_, (logits, new_stats, step_metrics)), (grads, adversary_grads) = loss_and_grads(
+        state, batch, graphdef=graphdef, config=config, num_classes=num_classes, mel_bins=mel_bins,
+        total_steps=total_steps, class_weights=class_weights)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     next_rng = jax.random.split(jax.random.wrap_key_data(state.rng), 3)[0]
     params = optax.apply_updates(state.params, updates)
+    adversary = state.adversary
+    if adversary is not None:
+        adversary_updates, adversary_opt_state = tx.update(adversary_grads, adversary.opt_state, adversary.params)
+        adversary = AdversaryState(params=optax.apply_updates(adversary.params, adversary_updates),
+                                   opt_state=adversary_opt_state)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                               ema_params=update_ema(state.ema_params, params, state.step, config.optim.ema_decay),
-                              opt_state=opt_state, rng=jax.random.key_data(next_rng))
+                              opt_state=opt_state, rng=jax.random.key_data(next_rng), adversary=adversary)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+    return new_state, {**step_metrics, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
 
 
 class Steps:
     """The jitted train step for one mesh: state replicated, batches split along "data"."""
 
-    def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_bins: MelBins,
+    def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_bins: MelBins, *, total_steps: int,
                  class_weights: np.ndarray | None = None):
         self.replicated = mesh.replicated(device_mesh)
         self.batch_sharding = mesh.batch_sharding(device_mesh)
         self.train = jax.jit(
             functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, num_classes=num_classes,
-                              mel_bins=mel_bins, class_weights=class_weights),
+                              mel_bins=mel_bins, total_steps=total_steps, class_weights=class_weights),
             in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated,
             donate_argnums=0)
         # Validation reads the model as evaluation and deployment will (test-time speeds included).
@@ -162,8 +197,17 @@ def model_variables(state: TrainState) -> dict:
     return {"params": state.ema_params, "batch_stats": state.batch_stats}
 
 
+def checkpointed(state: TrainState) -> dict:
+    """The train state as checkpoints hold it: its fields, the adversary's only when there is one, so
+    that runs without it keep the layout their checkpoints always had (and older workdirs resume)."""
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    if state.adversary is None:
+        del fields["adversary"]
+    return fields
+
+
 def _save(mngr, step: int, state: TrainState, train_iter, val_metrics: dict | None = None) -> None:
-    checkpoints.save(mngr, step, state=state, model=model_variables(state),
+    checkpoints.save(mngr, step, state=checkpointed(state), model=model_variables(state),
                      extra={checkpoints.DATA: grain.checkpoint.CheckpointSave(train_iter)}, metrics=val_metrics)
 
 
@@ -240,12 +284,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     total_steps = config.train.num_epochs * steps_per_epoch
     tx = create_optimizer(config.optim, total_steps)
     schedule = lr_schedule(config.optim, total_steps)
-    graphdef, state = create_train_state(config, len(class_names), features, tx)
+    # The adversary tells apart every training speaker of every corpus ("corpus/speaker").
+    speakers = datasets.training_speakers(corpora) if config.train.speaker_adversary else []
+    graphdef, state = create_train_state(config, len(class_names), features, tx, num_speakers=len(speakers))
     weights = datasets.sampling_weights(config, corpora)
     class_weights = (balanced_class_weights(datasets.class_frequencies(corpora, class_names, weights))
                      if config.train.class_balance else None)
-    steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names),
-                  MelBins.of(features, std), class_weights)
+    steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names), MelBins.of(features, std),
+                  total_steps=total_steps, class_weights=class_weights)
     state = steps.place_state(state)
 
     validation = [c.dataset.source(c.splits["validation"]) for c in corpora if c.validated]
@@ -254,15 +300,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_iter = iter(input_pipeline.train_dataset(
         train_sources, mean=mean, std=std, class_names=class_names, max_frames=config.data.max_frames,
         global_batch=global_batch, seed=config.seed, weights=weights,
-        worker_threads=config.data.worker_threads, speaker_stats=speaker_stats))
+        worker_threads=config.data.worker_threads, speaker_stats=speaker_stats,
+        speaker_ids={s: i for i, s in enumerate(speakers)} if speakers else None))
     val_data = (input_pipeline.load_eval_set(validation, mean=mean, std=std, class_names=class_names,
                                              speaker_stats=speaker_stats) if validation else None)
     mngr = checkpoints.manager(workdir, keep_best=config.train.keep_best,
                                extra_handlers={checkpoints.DATA: grain.checkpoint.CheckpointHandler()})
     if mngr.latest_step() is not None:
         step = mngr.latest_step()
-        state = checkpoints.restore_state(mngr, step, checkpoints.abstract_like(state, steps.replicated),
-                                          extra={checkpoints.DATA: grain.checkpoint.CheckpointRestore(train_iter)})
+        state = TrainState(**checkpoints.restore_state(
+            mngr, step, checkpoints.abstract_like(checkpointed(state), steps.replicated),
+            extra={checkpoints.DATA: grain.checkpoint.CheckpointRestore(train_iter)}))
         print(f"Resumed from {mngr.directory}/{step}")
 
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)

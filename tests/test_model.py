@@ -109,8 +109,7 @@ def test_attention_after_the_bilstm_is_a_residual_layer_that_changes_the_logits(
     model.attention.out.kernel.value = jnp.zeros_like(model.attention.out.kernel.value)
     model.attention.out.bias.value = jnp.zeros_like(model.attention.out.bias.value)
     h, frame_lengths = model.front_end(x, lengths, train=False, rngs=None)
-    without = model.pooled_logits(model.lstm(h, frame_lengths), length_mask(frame_lengths, h.shape[1]), train=False,
-                                  rngs=None)
+    without = model.classify(model.pool_frames(model.lstm(h, frame_lengths), length_mask(frame_lengths, h.shape[1])))
     np.testing.assert_allclose(model(x, lengths), without, atol=1e-6)
     assert np.abs(np.asarray(with_attention - without)).max() > 1e-3
 

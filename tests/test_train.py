@@ -84,7 +84,7 @@ def test_one_device_and_eight_devices_give_the_same_loss_and_gradients(model):
     mel = rng.normal(size=(16, 120, 24)).astype(np.float32) * (np.arange(120)[None, :, None] < lengths[:, None, None])
     batch = {"mel": mel, "lengths": lengths, "label": rng.integers(0, 5, size=16).astype(np.int32)}
     fn = functools.partial(train.loss_and_grads, graphdef=graphdef, config=config, num_classes=5,
-                           mel_bins=MEL_BINS)
+                           mel_bins=MEL_BINS, total_steps=10)
 
     def run(devices):
         mesh = make_mesh(devices)
@@ -113,7 +113,7 @@ def test_class_balance_weighs_every_class_as_much_in_the_loss():
     batch = {"mel": rng.normal(size=(8, 120, 24)).astype(np.float32), "lengths": np.full(8, 120, np.int32),
              "label": np.array([0, 0, 0, 0, 1, 1, 2, 3], np.int32)}
     loss = jax.jit(lambda w: train.loss_and_grads(state, batch, graphdef=graphdef, config=config, num_classes=5,
-                                                 mel_bins=MEL_BINS, class_weights=w))
+                                                 mel_bins=MEL_BINS, total_steps=10, class_weights=w))
     (plain, _), plain_grads = loss(np.ones(5, np.float32))
     (only_first, _), _ = loss(np.array([2.0, 0, 0, 0, 0], np.float32))
     (the_rest, _), _ = loss(np.array([0, 2.0, 2.0, 2.0, 2.0], np.float32))
@@ -320,7 +320,7 @@ def test_weight_average_is_what_evaluation_and_deployment_get():
         config.optim.ema_decay = 0.9
     tx = train.create_optimizer(config.optim, 10)
     graphdef, state = train.create_train_state(config, num_classes=5, features=FEATURES, tx=tx)
-    steps = train.Steps(make_mesh(), graphdef, tx, config, 5, MEL_BINS)
+    steps = train.Steps(make_mesh(), graphdef, tx, config, 5, MEL_BINS, total_steps=10)
     state = steps.place_state(state)
     rng = np.random.default_rng(1)
     batch = {"mel": rng.normal(size=(8, 60, 24)).astype(np.float32), "lengths": np.full(8, 60, np.int32),
@@ -364,3 +364,78 @@ def test_transductive_speaker_normalisation_is_its_own_mode(tmp_path, data_dir, 
         Predictor.from_workdir(workdir)
     with pytest.raises(ValueError, match="transductive"):
         pretrained.save(TrainedModel.load(workdir), config.model, str(tmp_path / "packaged"))
+
+
+def test_gradient_reversal_is_the_identity_forward_and_minus_scale_backward():
+    from ser_jax import speaker_adversary as sa
+
+    x = jax.numpy.array([1.0, -2.0, 3.0])
+    scale = jax.numpy.float32(0.3)
+    np.testing.assert_array_equal(sa.reverse_gradient(x, scale), x)
+    g = jax.grad(lambda v: jax.numpy.sum(sa.reverse_gradient(v, scale) * jax.numpy.array([1.0, 2.0, 3.0])))(x)
+    np.testing.assert_allclose(g, [-0.3, -0.6, -0.9], rtol=1e-6)
+    ramp = [float(sa.reversal_scale(jax.numpy.asarray(s), 100, 0.5)) for s in (0, 25, 50, 100)]
+    assert ramp[0] == 0.0 and ramp == sorted(ramp)
+    assert ramp[1] == pytest.approx(0.5 * 0.848, rel=1e-2) and ramp[3] == pytest.approx(0.5, rel=1e-3)
+
+
+def test_speaker_adversary_reverses_its_gradient_into_the_model_by_the_ramped_weight():
+    rng = np.random.default_rng(2)
+    batch = {"mel": rng.normal(size=(8, 60, 24)).astype(np.float32), "lengths": np.full(8, 60, np.int32),
+             "label": rng.integers(0, 5, 8).astype(np.int32), "speaker": rng.integers(0, 3, 8).astype(np.int32)}
+    with pytest.raises(ValueError, match="two training speakers"):
+        train.create_train_state(tiny_config("", speaker_adversary=1.0), num_classes=5, features=FEATURES,
+                                 tx=train.create_optimizer(tiny_config("").optim, 10), num_speakers=1)
+
+    def grads(weight: float, step: int):
+        config = tiny_config("", speaker_adversary=weight)
+        tx = train.create_optimizer(config.optim, 10)
+        _, plain = train.create_train_state(tiny_config(""), num_classes=5, features=FEATURES, tx=tx)
+        graphdef, state = train.create_train_state(config, num_classes=5, features=FEATURES, tx=tx,
+                                                   num_speakers=3 if weight else 0)
+        jax.tree.map(np.testing.assert_array_equal, state.params, plain.params)  # Same model, same init.
+        (_, (_, _, m)), (g, g_adversary) = train.loss_and_grads(
+            state.replace(step=jax.numpy.asarray(step, jax.numpy.int32)), batch, graphdef=graphdef, config=config,
+            num_classes=5, mel_bins=MEL_BINS, total_steps=10)
+        return [np.asarray(x) for x in jax.tree.leaves(g)], g_adversary, m
+
+    off, no_adversary, m_off = grads(0.0, 5)
+    assert no_adversary is None and "speaker_loss" not in m_off
+    # At step 0 the ramp is at 0: the model's gradient is the emotion loss's alone.
+    for a, b in zip(grads(1.0, 0)[0], off):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    one, adversary_grads, m = grads(1.0, 5)
+    two, _, m2 = grads(2.0, 5)
+    assert m["reversal_scale"] == pytest.approx(2 / (1 + np.exp(-5)) - 1, rel=1e-5)
+    assert 0 < float(m["speaker_loss"]) and float(m["loss"]) == pytest.approx(float(m_off["loss"]), rel=1e-6)
+    assert all(np.abs(np.asarray(x)).max() > 0 for x in jax.tree.leaves(adversary_grads))
+    # The speaker loss reaches the model scaled by the weight: twice the weight, twice the change.
+    changed = [a - b for a, b in zip(one, off)]
+    assert max(np.abs(c).max() for c in changed) > 1e-4
+    for c1, c2 in zip(changed, [a - b for a, b in zip(two, off)]):
+        np.testing.assert_allclose(c2, 2 * c1, rtol=1e-3, atol=1e-6)
+
+
+def test_speaker_adversarial_training_runs_resumes_and_deploys_the_plain_model(tmp_path, data_dir, reference_run):
+    import orbax.checkpoint as ocp
+
+    config = tiny_config(data_dir, speaker_adversary=0.5)
+    workdir = str(tmp_path / "adversary")
+    train.train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [r for r in map(json.loads, f) if "train/speaker_loss" in r]
+    assert len(rows) == NUM_EPOCHS * STEPS_PER_EPOCH // 2  # Every logged step.
+    scales = [r["train/reversal_scale"] for r in rows]
+    assert scales == sorted(scales) and 0 < scales[0] < scales[-1] <= 0.5
+    assert all(0.0 <= r["train/speaker_accuracy"] <= 1.0 for r in rows)
+    # The adversary is in the train state (one logit per training speaker), not in the model item.
+    mngr = checkpoints.manager(workdir, read_only=True)
+    state = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    assert state["adversary"]["params"]["out"]["bias"].shape == (4,)  # The 4 training speakers.
+    model = TrainedModel.load(workdir)
+    assert jax.tree.structure(model.params) == jax.tree.structure(TrainedModel.load(reference_run[0]).params)
+    assert evaluate.evaluate(config, workdir)["metrics"]["num_examples"] == 8
+    # Resuming picks the adversary up with the rest of the state.
+    with config.unlocked():
+        config.train.num_epochs = NUM_EPOCHS + 1
+    assert train.train_and_evaluate(config, workdir)["step"] == (NUM_EPOCHS + 1) * STEPS_PER_EPOCH

@@ -49,8 +49,8 @@ class ConvBlock(nnx.Module):
 
 class LogMelClassifier(nnx.Module):
     """What every model on the log-Mel image shares: input normalisation and the conv blocks in front
-    (`front_end`), pooling over valid frames and the softmax head at the end (`pooled_logits`); a
-    model puts its sequence encoder in between.
+    (`front_end`), pooling over valid frames (`pool_frames`) and the softmax head at the end
+    (`classify`); a model's `embed` puts its sequence encoder in between.
 
     The input's last `prosody` columns (periodicity and log F0, `FeatureConfig.pitch`) are not part
     of the mel image: they bypass the conv blocks and join each of its output steps, the frames it
@@ -101,14 +101,28 @@ class LogMelClassifier(nnx.Module):
         self.pool = (AttentionPooling(features, attention_dim, with_std=pooling == "attention_stats", dtype=self.dtype,
                                       rngs=rngs) if pooling != "mean" else None)
         self.dropout = nnx.Dropout(dropout)
-        self.head = nnx.Linear(2 * features if pooling == "attention_stats" else features, num_classes,
-                               dtype=self.dtype, rngs=rngs)
+        self.embedding_features = 2 * features if pooling == "attention_stats" else features
+        self.head = nnx.Linear(self.embedding_features, num_classes, dtype=self.dtype, rngs=rngs)
 
-    def pooled_logits(self, x: jax.Array, mask: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
-        """(batch, frames, features) and the valid-frame mask -> (batch, classes) float32 logits."""
-        pooled = self.pool(x, mask) if self.pool is not None else masked_mean(x, mask)
-        pooled = self.dropout(pooled.astype(self.dtype), deterministic=not train, rngs=rngs)
-        return self.head(pooled).astype(jnp.float32)
+    def pool_frames(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        """(batch, frames, features) and the valid-frame mask -> (batch, embedding) float32."""
+        return self.pool(x, mask) if self.pool is not None else masked_mean(x, mask)
+
+    def classify(self, embedding: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """(batch, embedding) -> (batch, classes) float32 logits."""
+        embedding = self.dropout(embedding.astype(self.dtype), deterministic=not train, rngs=rngs)
+        return self.head(embedding).astype(jnp.float32)
+
+    def embed(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
+              rngs: nnx.Rngs | None = None) -> jax.Array:
+        """(batch, frames, mels + prosody) normalised features and true lengths -> (batch, embedding)
+        float32: the utterance vector the head classifies (and speaker-adversarial training reads)."""
+        raise NotImplementedError
+
+    def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
+                 rngs: nnx.Rngs | None = None) -> jax.Array:
+        """(batch, frames, mels + prosody) normalised features and true lengths -> (batch, classes) float32 logits."""
+        return self.classify(self.embed(x, lengths, train=train, rngs=rngs), train=train, rngs=rngs)
 
 
 class Model(LogMelClassifier):
@@ -132,13 +146,12 @@ class Model(LogMelClassifier):
         self.build_head(features, num_classes, pooling=pooling, attention_dim=attention_dim, dropout=dropout,
                         rngs=rngs)
 
-    def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
-                 rngs: nnx.Rngs | None = None) -> jax.Array:
-        """(batch, frames, mels + prosody) normalised features and true lengths -> (batch, classes) float32 logits."""
+    def embed(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
+              rngs: nnx.Rngs | None = None) -> jax.Array:
         x, lengths = self.front_end(x, lengths, train=train, rngs=rngs)
         mask = length_mask(lengths, x.shape[1])
         if self.lstm is not None:
             x = self.lstm(x, lengths)
         if self.attention is not None:
             x = x + self.attention(x, lengths, train=train, rngs=rngs)
-        return self.pooled_logits(x, mask, train=train, rngs=rngs)
+        return self.pool_frames(x, mask)

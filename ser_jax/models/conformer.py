@@ -93,12 +93,11 @@ class Model(LogMelClassifier):
         self.norm = nnx.LayerNorm(d_model, dtype=dtype, rngs=rngs)
         self.build_head(d_model, num_classes, pooling=pooling, attention_dim=attention_dim, dropout=dropout, rngs=rngs)
 
-    def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
-                 rngs: nnx.Rngs | None = None) -> jax.Array:
-        """(batch, frames, mels + prosody) normalised features and true lengths -> (batch, classes) float32 logits."""
+    def embed(self, x: jax.Array, lengths: jax.Array, *, train: bool = False,
+              rngs: nnx.Rngs | None = None) -> jax.Array:
         x, lengths = self.front_end(x, lengths, train=train, rngs=rngs)
         valid = length_mask(lengths, x.shape[1])
         x = self.project(x)
         for layer in self.layers:
             x = layer(x, lengths, valid, train=train, rngs=rngs)
-        return self.pooled_logits(self.norm(x), valid, train=train, rngs=rngs)
+        return self.pool_frames(self.norm(x), valid)
