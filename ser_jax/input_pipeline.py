@@ -97,8 +97,10 @@ SpeakerStats = Mapping[str, tuple[np.ndarray, np.ndarray]]  # speaker_key -> per
 
 
 def speaker_key(example: Mapping) -> str:
-    """"corpus/speaker": speaker ids are only unique within a corpus."""
-    return "/".join(v.decode() if isinstance(v, bytes) else str(v) for v in (example["corpus"], example["speaker"]))
+    """The example's speaker as data_prep stores it and lists it in the metadata: "corpus/speaker",
+    since speaker ids are only unique within a corpus."""
+    speaker = example["speaker"]
+    return speaker.decode() if isinstance(speaker, bytes) else str(speaker)
 
 
 def speaker_statistics(sources: Sequence) -> dict[str, tuple[np.ndarray, np.ndarray]]:
