@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-HIDDEN = 64  # The adversary's one hidden layer: as wide as the embeddings it reads (96 in the recipe).
+HIDDEN = 64  # The adversary's one hidden layer, a little narrower than the embedding it reads (96 in the recipe).
 
 
 @jax.custom_vjp

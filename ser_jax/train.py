@@ -118,6 +118,7 @@ def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, co
             scale = speaker_adversary.reversal_scale(state.step, total_steps, config.train.speaker_adversary)
             speaker_logits = speaker_adversary.speaker_logits(
                 adversary_params, speaker_adversary.reverse_gradient(embedding, scale))
+            # A mixup partner takes the smaller share, so a mixed example keeps its own speaker's label.
             speaker_loss = optax.softmax_cross_entropy_with_integer_labels(speaker_logits, batch["speaker"]).mean()
             step_metrics.update(speaker_loss=speaker_loss, reversal_scale=scale,
                                 speaker_accuracy=jnp.mean(jnp.argmax(speaker_logits, -1) == batch["speaker"]))
