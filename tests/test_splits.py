@@ -35,6 +35,18 @@ def test_folds_partition_speakers_evenly():
         splits.speaker_folds(g, 19)
 
 
+def test_fold_genders_follow_the_dealing_order():
+    g = _genders(18)
+    for k, pure in ((6, True), (3, False)):
+        f = splits.speaker_folds(g, k, seed=0)
+        genders = [sorted({g[s] for s, fold in f.items() if fold == f"fold{i}"}) for i in range(k)]
+        if pure:  # One gender per fold, alternating: the 6-fold protocol every figure is measured on.
+            assert [len(x) for x in genders] == [1] * k
+            assert [x[0] for x in genders] == ["female", "male"] * (k // 2)
+        else:
+            assert genders == [["female", "male"]] * k
+
+
 def test_cross_validation_rounds_use_each_fold_once_as_test():
     names = [f"fold{i}" for i in range(4)]
     tests = []
