@@ -48,7 +48,8 @@ def speaker_folds(genders: Mapping[str, str], folds: int, *, seed: int = 0) -> d
     With two genders of equal size and an even k, every fold therefore holds one gender, alternating
     with the fold index (RAVDESS `--folds=6`: folds 0, 2, 4 female, 1, 3, 5 male), so each round
     validates on the other gender than it tests on and, without refit, trains on both equally; with
-    an odd k the folds mix genders. Every cross-validated figure of the project is on these folds.
+    an odd k, folds of two speakers or more mix them. Every cross-validated figure of the project is
+    on these folds.
     """
     if not MIN_FOLDS <= folds <= len(genders):
         raise TooFewSpeakers(f"--folds must be between {MIN_FOLDS} and the number of speakers ({len(genders)}), "
