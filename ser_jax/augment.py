@@ -1,5 +1,6 @@
 """On-device augmentation inside the jitted train step, each on/off by config: speed perturbation,
-vocal-tract-length perturbation, level and spectral-tilt (channel) perturbation, SpecAugment and mixup.
+vocal-tract-length perturbation, frequency-wise style mixing, level and spectral-tilt (channel)
+perturbation, SpecAugment and mixup.
 
 Speed and VTLP act on the log-Mel image rather than the waveform, so the features stay precomputed:
 changing the playback speed by r divides every duration by r and multiplies every frequency by r,
@@ -69,6 +70,27 @@ def change_channel(key, mel: jax.Array, lengths: jax.Array, gain_db: float, tilt
     return jnp.where(valid, mel + shift[:, None, :], mel)
 
 
+def mix_frequency_style(key, mel: jax.Array, lengths: jax.Array, p: float, alpha: float,
+                        eps: float = 1e-6) -> jax.Array:
+    """Freq-MixStyle (Zhou et al., 2021; per mel bin as Schmid et al., DCASE 2022): with probability
+    `p`, an example's per-bin mean and std over its valid frames are replaced by a Beta(alpha, alpha)
+    mix of its own and a random batch partner's. A voice's long-term spectrum (vocal tract, recording)
+    then comes from real other speakers, where gain and tilt draw simple shapes; the frame-to-frame
+    pattern, which carries the emotion, stays the example's own. Padding stays zero."""
+    b, t, _ = mel.shape
+    valid = jnp.arange(t)[None, :, None] < lengths[:, None, None]
+    count = jnp.maximum(lengths, 1)[:, None, None].astype(mel.dtype)
+    mu = jnp.where(valid, mel, 0.0).sum(axis=1, keepdims=True) / count
+    sigma = jnp.sqrt(jnp.where(valid, (mel - mu) ** 2, 0.0).sum(axis=1, keepdims=True) / count + eps)
+    kl, kp, ku = jax.random.split(key, 3)
+    lam = jax.random.beta(kl, alpha, alpha, (b, 1, 1))
+    chosen = jax.random.uniform(ku, (b, 1, 1)) < p
+    perm = jax.random.permutation(kp, b)
+    mixed_mu = lam * mu + (1 - lam) * mu[perm]
+    mixed_sigma = lam * sigma + (1 - lam) * sigma[perm]
+    return jnp.where(valid & chosen, (mel - mu) / sigma * mixed_sigma + mixed_mu, mel)
+
+
 def _factors(key, batch: int, spread: float) -> jax.Array:
     return jax.random.uniform(key, (batch,), minval=1 - spread, maxval=1 + spread)
 
@@ -82,6 +104,9 @@ def apply(key, mel, lengths, targets, cfg: ml_collections.ConfigDict, bins: MelB
     if cfg.vtlp:
         factor = _factors(k4, mel.shape[0], cfg.vtlp)
         mel = on_mels(lambda m: scale_frequencies(m, factor, bins.hz), mel, n_mels)
+    if cfg.freq_mixstyle:
+        mel = on_mels(lambda m: mix_frequency_style(jax.random.fold_in(key, 5), m, lengths, cfg.freq_mixstyle,
+                                                    cfg.mixstyle_alpha), mel, n_mels)
     if cfg.gain_db or cfg.tilt_db:
         mel = on_mels(lambda m: change_channel(jax.random.fold_in(key, 4), m, lengths, cfg.gain_db, cfg.tilt_db,
                                                 bins.std_db), mel, n_mels)

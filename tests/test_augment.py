@@ -65,15 +65,44 @@ def test_change_channel_adds_one_level_and_a_linear_tilt_in_db_to_valid_frames_o
     np.testing.assert_allclose(flat_db, np.broadcast_to(flat_db[:, :1], flat_db.shape), atol=1e-4)
 
 
+def test_freq_mixstyle_moves_each_bins_statistics_between_two_real_examples_and_keeps_the_pattern():
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (8, 30, FEATURES.n_mels)) * jnp.linspace(0.5, 2.0, 8)[:, None, None]
+    x = x + jnp.arange(8.0)[:, None, None]  # Every example its own level and spread.
+    lengths = jnp.array([30, 25, 20, 30, 15, 30, 10, 30])
+    valid = np.arange(30)[None, :, None] < np.asarray(lengths)[:, None, None]
+    x = jnp.where(valid, x, 0.0)
+
+    def stats(a):
+        a = np.asarray(a, np.float64)
+        n = np.asarray(lengths)[:, None]
+        mu = np.where(valid, a, 0).sum(1) / n
+        return mu, np.sqrt(np.where(valid, (a - mu[:, None]) ** 2, 0).sum(1) / n)
+
+    out = augment.mix_frequency_style(jax.random.key(1), x, lengths, p=1.0, alpha=0.3)
+    np.testing.assert_array_equal(np.asarray(out)[~np.broadcast_to(valid, out.shape)], 0.0)  # Padding stays zero.
+    mu, sigma = stats(x)
+    new_mu, new_sigma = stats(out)
+    assert not np.allclose(new_mu, mu, atol=0.05)
+    # Every example's new means lie between its own and one partner's, all bins with the same share.
+    for i in range(8):
+        share = [(new_mu[i] - mu[j]) / (mu[i] - mu[j]) for j in range(8) if j != i]
+        assert any(np.allclose(s, s.mean(), atol=1e-3) and -1e-3 <= s.mean() <= 1 + 1e-3 for s in share), i
+    pattern = lambda a, m, s: np.where(valid, (np.asarray(a) - m[:, None]) / s[:, None], 0)
+    np.testing.assert_allclose(pattern(out, new_mu, new_sigma), pattern(x, mu, sigma), atol=1e-3)
+    np.testing.assert_array_equal(augment.mix_frequency_style(jax.random.key(1), x, lengths, p=0.0, alpha=0.3), x)
+
+
 def test_apply_is_the_identity_with_everything_off_and_random_with_each_perturbation_on():
-    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.0, gain_db=0.0, tilt_db=0.0, spec_augment=False,
+    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.0, freq_mixstyle=0.0, mixstyle_alpha=0.3,
+                                         gain_db=0.0, tilt_db=0.0, spec_augment=False,
                                          freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=5,
                                          mixup=False, mixup_alpha=0.4))
     x = jax.random.normal(jax.random.key(0), (4, 30, FEATURES.n_mels))
     lengths, targets = jnp.array([30, 20, 10, 5]), jnp.eye(4)
     out = augment.apply(jax.random.key(1), x, lengths, targets, cfg, BINS)
     np.testing.assert_array_equal(out[0], x)
-    for switch in ("gain_db", "tilt_db"):
+    for switch in ("gain_db", "tilt_db", "freq_mixstyle"):
         on = cfg.copy_and_resolve_references()
         on[switch] = 6.0
         a = augment.apply(jax.random.key(1), x, lengths, targets, on, BINS)
@@ -93,7 +122,8 @@ def test_prosody_columns_move_with_speed_only_and_are_never_frequency_masked():
     x = jax.random.normal(jax.random.key(0), (8, 30, features.dim))
     lengths = jnp.full((8,), 30)
     targets = jnp.eye(8)
-    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.2, gain_db=6.0, tilt_db=10.0, spec_augment=True,
+    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.2, freq_mixstyle=1.0, mixstyle_alpha=0.3,
+                                         gain_db=6.0, tilt_db=10.0, spec_augment=True,
                                          freq_masks=2, freq_mask_width=40, time_masks=0, time_mask_width=5,
                                          mixup=False, mixup_alpha=0.4))
     out = np.asarray(augment.apply(jax.random.key(1), x, lengths, targets, cfg, bins)[0])
