@@ -61,6 +61,13 @@ def get_base_config() -> ml_collections.ConfigDict:
         # the utterance embedding through a gradient reversal (ser_jax/speaker_adversary.py).
         speaker_adversary=0.0,
     ))
+    # Knowledge distillation, off: each training target blends the label with teachers' averaged
+    # class probabilities (ser_jax/distillation.py). teachers: comma-separated predictions.csv files
+    # (or globs) of teacher models on the training clips; "{test_fold}" stands for data.test_fold.
+    c.distill = ml_collections.ConfigDict(dict(
+        teachers="",
+        weight=0.5,  # The teachers' share of each target; the label keeps the rest.
+        temperature=2.0))  # >1 flattens the teachers' probabilities (softmax of their logits / T).
     c.augment = ml_collections.ConfigDict(dict(
         speed=0.1,  # >0: play each example up to this much faster or slower (tempo and pitch together).
         vtlp=0.0,  # >0: scale each example's frequencies by up to this much (vocal-tract length).

@@ -15,7 +15,7 @@ from ser_jax.metrics import classification_metrics, confusion_matrix, metrics_fr
 FIXED_COLUMNS = ("path", "speaker", "gender", "corpus", "true", "predicted")
 
 
-def _read(path: str) -> tuple[list[str], dict[str, str], dict[str, np.ndarray]]:
+def read_predictions(path: str) -> tuple[list[str], dict[str, str], dict[str, np.ndarray]]:
     """(class names, clip -> true label, clip -> probabilities) of one predictions.csv."""
     with open(path, newline="") as f:
         reader = csv.reader(f)
@@ -39,9 +39,9 @@ def ensemble_metrics(prediction_csvs: Sequence[str]) -> dict:
     clips with the same label set (runs of one config on one fold, with different seeds)."""
     if not prediction_csvs:
         raise ValueError("an ensemble needs at least one predictions.csv")
-    names, truth, summed = _read(prediction_csvs[0])
+    names, truth, summed = read_predictions(prediction_csvs[0])
     for path in prediction_csvs[1:]:
-        other_names, other_truth, probabilities = _read(path)
+        other_names, other_truth, probabilities = read_predictions(path)
         if other_names != names:
             raise ValueError(f"{path} scores classes {other_names}, {prediction_csvs[0]} scores {names}")
         if other_truth != truth:
@@ -68,7 +68,7 @@ def pooled_metrics(prediction_csvs: Sequence[str]) -> dict:
         raise ValueError("pooling needs at least one predictions.csv")
     counts, first = None, None
     for path in prediction_csvs:
-        names, truth, probabilities = _read(path)
+        names, truth, probabilities = read_predictions(path)
         if first is None:
             first = names
         elif names != first:

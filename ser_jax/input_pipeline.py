@@ -129,14 +129,25 @@ def _normalized(mel: np.ndarray, example: Mapping, mean: np.ndarray, std: np.nda
     return normalize(mel, mean, std)
 
 
+def clip_path(example: Mapping) -> str:
+    """The source file an example was read from: its identity across datasets and predictions files."""
+    path = example["path"]
+    return path.decode() if isinstance(path, bytes) else str(path)
+
+
+def clip_paths(sources: Sequence) -> list[str]:
+    return [clip_path(source[i]) for source in sources for i in range(len(source))]
+
+
 class _CropNormalizePad(grain.transforms.RandomMap):
     """A random `max_frames` crop of longer clips, normalisation, zero padding; with `speaker_ids`,
-    the example's speaker as an id too."""
+    the example's speaker as an id too, and with `teacher_targets`, the teachers' probabilities."""
 
     def __init__(self, mean: np.ndarray, std: np.ndarray, max_frames: int, lookup: np.ndarray,
-                 speaker_stats: SpeakerStats | None = None, speaker_ids: Mapping[str, int] | None = None):
+                 speaker_stats: SpeakerStats | None = None, speaker_ids: Mapping[str, int] | None = None,
+                 teacher_targets: Mapping[str, np.ndarray] | None = None):
         self.mean, self.std, self.max_frames, self.lookup = mean, std, max_frames, lookup
-        self.speaker_stats, self.speaker_ids = speaker_stats, speaker_ids
+        self.speaker_stats, self.speaker_ids, self.teacher_targets = speaker_stats, speaker_ids, teacher_targets
 
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
         mel = example["mel"]
@@ -149,6 +160,8 @@ class _CropNormalizePad(grain.transforms.RandomMap):
         out = {"mel": out, "lengths": np.int32(n), "label": self.lookup[example["label"]]}
         if self.speaker_ids is not None:
             out["speaker"] = np.int32(self.speaker_ids[speaker_key(example)])
+        if self.teacher_targets is not None:
+            out["teacher"] = self.teacher_targets[clip_path(example)]
         return out
 
 
@@ -177,14 +190,16 @@ class _HostRows(grain.MapDataset):
 def train_dataset(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class_names: Sequence[str],
                   max_frames: int, global_batch: int, seed: int, weights: Sequence[float] | None = None,
                   worker_threads: int = 2, speaker_stats: SpeakerStats | None = None,
-                  speaker_ids: Mapping[str, int] | None = None) -> grain.IterDataset:
+                  speaker_ids: Mapping[str, int] | None = None,
+                  teacher_targets: Mapping[str, np.ndarray] | None = None) -> grain.IterDataset:
     """Infinite, per-epoch reshuffled batches of (global_batch / processes, max_frames, mels).
 
     Several sources (corpora) are one shuffled union, or, with `weights`, each corpus is drawn with
     its relative weight from its own reshuffled stream. Each process reads only its own rows
     (records are fetched lazily by index). With `speaker_stats`, each example is normalised by its
     speaker's statistics instead of `mean` and `std`. With `speaker_ids` ("corpus/speaker" -> id),
-    batches also hold each example's "speaker" id (speaker-adversarial training).
+    batches also hold each example's "speaker" id (speaker-adversarial training), and with
+    `teacher_targets` (clip path -> class probabilities), its "teacher" probabilities (distillation).
     """
     count, index = jax.process_count(), jax.process_index()
     if global_batch % count:
@@ -196,7 +211,7 @@ def train_dataset(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class
         ds = grain.MapDataset.mix([grain.MapDataset.source(s).seed(seed + i).shuffle().repeat()
                                    for i, s in enumerate(sources)], list(weights))
     ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, fmt.label_lookup(class_names), speaker_stats,
-                                        speaker_ids))
+                                        speaker_ids, teacher_targets))
     ds = _HostRows(ds, global_batch, count, index).batch(global_batch // count, drop_remainder=True)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=4))
 

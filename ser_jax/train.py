@@ -24,8 +24,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ser_jax import (augment, checkpoints, config_files, datasets, input_pipeline, mesh, metrics, model_info,
-                     speaker_adversary)
+from ser_jax import (augment, checkpoints, config_files, datasets, distillation, input_pipeline, mesh, metrics,
+                     model_info, speaker_adversary)
 from ser_jax.evaluate import Evaluator
 from ser_jax.features import FeatureConfig
 from ser_jax.metric_writers import MetricWriter
@@ -96,11 +96,14 @@ def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, co
     `class_weights` (`balanced_class_weights`) scales each example's loss by its class's weight. With
     a speaker adversary (`state.adversary`, batches then carry "speaker" ids), the loss adds its
     speaker cross-entropy on the gradient-reversed embedding, whose reversal ramps up over
-    `total_steps`; the metrics hold the emotion loss alone as "loss".
+    `total_steps`; the metrics hold the emotion loss alone as "loss". Batches with "teacher"
+    probabilities (distillation) train towards their blend with the labels (`config.distill.weight`).
     """
     _, aug_key, dropout_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
-    mel, lengths, targets = augment.apply(aug_key, batch["mel"], batch["lengths"],
-                                          jax.nn.one_hot(batch["label"], num_classes), config.augment, mel_bins)
+    targets = jax.nn.one_hot(batch["label"], num_classes)
+    if "teacher" in batch:  # Distillation: the teachers take their share of each target.
+        targets = (1 - config.distill.weight) * targets + config.distill.weight * batch["teacher"]
+    mel, lengths, targets = augment.apply(aug_key, batch["mel"], batch["lengths"], targets, config.augment, mel_bins)
     # A mixed (mixup) example takes its classes' weights in its proportions.
     example_weights = 1.0 if class_weights is None else targets @ jnp.asarray(class_weights, targets.dtype)
     smoothing = config.train.label_smoothing
@@ -295,6 +298,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   total_steps=total_steps, class_weights=class_weights)
     state = steps.place_state(state)
 
+    teacher_targets = None
+    if config.distill.teachers:
+        files = distillation.teacher_files(config.distill.teachers, config.data.test_fold)
+        teacher_targets = distillation.teacher_targets(files, class_names, config.distill.temperature)
+        distillation.check_coverage(teacher_targets, input_pipeline.clip_paths(train_sources), files)
+        print(f"Distilling from {len(files)} teachers (weight {config.distill.weight}, temperature "
+              f"{config.distill.temperature}): {', '.join(files)}")
+
     validation = [c.dataset.source(c.splits["validation"]) for c in corpora if c.validated]
     # Each speaker normalised by its own statistics (transductive for the validation speakers).
     speaker_stats = input_pipeline.speaker_statistics(train_sources + validation) if speaker_norm else None
@@ -302,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         train_sources, mean=mean, std=std, class_names=class_names, max_frames=config.data.max_frames,
         global_batch=global_batch, seed=config.seed, weights=weights,
         worker_threads=config.data.worker_threads, speaker_stats=speaker_stats,
-        speaker_ids={s: i for i, s in enumerate(speakers)} if speakers else None))
+        speaker_ids={s: i for i, s in enumerate(speakers)} if speakers else None, teacher_targets=teacher_targets))
     val_data = (input_pipeline.load_eval_set(validation, mean=mean, std=std, class_names=class_names,
                                              speaker_stats=speaker_stats) if validation else None)
     mngr = checkpoints.manager(workdir, keep_best=config.train.keep_best,

@@ -1,0 +1,86 @@
+"""Knowledge-distillation targets: what teacher models said about each training clip, averaged and
+softened, for a student to learn besides its labels (`config.distill`).
+
+Averaging several CNN-BiLSTMs scores points above any one of them on unseen speakers, at several
+times the compute at inference. A single model trained towards their mean probabilities (Hinton et
+al., 2015) learns which emotions the ensemble finds alike in each clip, which a one-hot label does
+not say, and keeps one model's cost. Teachers come as the predictions.csv files that evaluation
+writes (`--mode=eval` on the training clips), so training loads no other model and the targets a
+student learnt from stay on disk.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ser_jax.ensemble import read_predictions
+
+# predictions.csv holds probabilities to 6 decimals: a floor keeps log-space softening finite.
+PROBABILITY_FLOOR = 1e-6
+
+
+def teacher_files(spec: str, test_fold: int) -> list[str]:
+    """The predictions.csv files of `distill.teachers`: comma-separated paths or glob patterns, with
+    "{test_fold}" standing for the round's test fold, so one setting serves every round of a
+    cross-validation (each round's teachers must not have trained on its test speakers)."""
+    files = []
+    for pattern in (p.strip() for p in spec.split(",") if p.strip()):
+        pattern = pattern.replace("{test_fold}", str(test_fold))
+        matches = sorted(glob.glob(pattern))
+        if not matches:
+            raise FileNotFoundError(f"distill.teachers: no predictions file matches {pattern!r}")
+        files.extend(matches)
+    return files
+
+
+def soften(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """p ** (1 / T), renormalised per row: the softmax of the teacher's logits divided by T, recovered
+    from its probabilities (log p is the logits up to a per-row constant)."""
+    if temperature <= 0:
+        raise ValueError(f"distill.temperature must be > 0, got {temperature}")
+    logits = np.log(np.maximum(probabilities, PROBABILITY_FLOOR)) / temperature
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def teacher_targets(files: Sequence[str], class_names: Sequence[str], temperature: float
+                    ) -> dict[str, np.ndarray]:
+    """Clip path -> the teachers' mean probabilities over the student's `class_names`, softened.
+
+    A teacher may know more classes than the student (their probabilities are dropped and the rest
+    renormalised) but not fewer. A clip counts if every teacher scored it: teachers that disagree on
+    which clips they saw would give some clips fewer voices.
+    """
+    if not files:
+        raise ValueError("distill.teachers names no predictions files")
+    summed: dict[str, np.ndarray] | None = None
+    for path in files:
+        names, _, probabilities = read_predictions(path)
+        if missing := [c for c in class_names if c not in names]:
+            raise ValueError(f"{path}: the teacher has no probability for the student's classes {missing} "
+                             f"(its classes: {names})")
+        columns = [names.index(c) for c in class_names]
+        rows = {clip: p[columns] / max(p[columns].sum(), PROBABILITY_FLOOR) for clip, p in probabilities.items()}
+        if summed is None:
+            summed = rows
+            continue
+        if set(rows) != set(summed):
+            differ = sorted(set(rows) ^ set(summed))
+            raise ValueError(f"{path} and {files[0]} did not score the same clips "
+                             f"({len(differ)} differ, e.g. {differ[:3]})")
+        summed = {clip: summed[clip] + p for clip, p in rows.items()}
+    clips = sorted(summed)
+    mean = np.stack([summed[c] for c in clips]) / len(files)
+    return dict(zip(clips, soften(mean, temperature).astype(np.float32)))
+
+
+def check_coverage(targets: Mapping[str, np.ndarray], clips: Iterable[str], files: Sequence[str]) -> None:
+    """Refuses, before any training step, a run whose teachers did not score all its training clips."""
+    missing = sorted(set(clips) - set(targets))
+    if missing:
+        raise ValueError(f"the distillation teachers ({', '.join(files)}) have no prediction for {len(missing)} "
+                         f"training clips, e.g. {missing[:3]}: evaluate each teacher on the student's training "
+                         "clips (e.g. --mode=eval --config.eval.split=all/full)")

@@ -1,0 +1,70 @@
+"""Distillation targets: teachers' predictions files averaged and softened, then carried by the
+training batches into the loss."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from ser_jax import distillation
+from ser_jax.ensemble import FIXED_COLUMNS
+
+TEACHER_CLASSES = ["angry", "calm", "neutral", "sad"]
+
+
+def _write(path, probabilities: dict[str, list[float]], classes=TEACHER_CLASSES) -> str:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*FIXED_COLUMNS, *classes])
+        for clip, p in probabilities.items():
+            w.writerow([clip, "ravdess/01", "male", "ravdess", "angry", classes[int(np.argmax(p))], *p])
+    return str(path)
+
+
+def test_teachers_are_averaged_over_the_students_classes_then_softened(tmp_path):
+    a = _write(tmp_path / "a.csv", {"x.wav": [0.5, 0.2, 0.2, 0.1], "y.wav": [0.0, 0.0, 0.0, 1.0]})
+    b = _write(tmp_path / "b.csv", {"x.wav": [0.7, 0.2, 0.0, 0.1], "y.wav": [0.0, 0.2, 0.0, 0.8]})
+    # The student knows three of the teachers' four classes: "neutral" is dropped, the rest renormalised.
+    students = ["angry", "calm", "sad"]
+    plain = distillation.teacher_targets([a, b], students, temperature=1.0)
+    assert sorted(plain) == ["x.wav", "y.wav"]
+    np.testing.assert_allclose(plain["x.wav"], (np.array([.5, .2, .1]) / .8 + np.array([.7, .2, .1])) / 2, atol=1e-6)
+    np.testing.assert_allclose(plain["y.wav"], [0.0, 0.1, 0.9], atol=1e-5)
+
+    soft = distillation.teacher_targets([a, b], students, temperature=2.0)
+    expected = np.sqrt(plain["x.wav"]) / np.sqrt(plain["x.wav"]).sum()  # softmax(log p / 2)
+    np.testing.assert_allclose(soft["x.wav"], expected, atol=1e-6)
+    # Flatter, same order; a zero probability stays finite and small.
+    assert soft["x.wav"].max() < plain["x.wav"].max() and soft["x.wav"].argmax() == plain["x.wav"].argmax()
+    assert 0 < soft["y.wav"][0] < 1e-2 and soft["y.wav"].sum() == pytest.approx(1.0)
+
+
+def test_teachers_missing_a_class_or_disagreeing_on_clips_are_refused_by_name(tmp_path):
+    a = _write(tmp_path / "a.csv", {"x.wav": [0.5, 0.2, 0.2, 0.1]})
+    with pytest.raises(ValueError, match=r"a\.csv.*\['happy'\]"):
+        distillation.teacher_targets([a], ["angry", "happy"], temperature=1.0)
+    b = _write(tmp_path / "b.csv", {"z.wav": [0.5, 0.2, 0.2, 0.1]})
+    with pytest.raises(ValueError, match=r"b\.csv and .*a\.csv did not score the same clips"):
+        distillation.teacher_targets([a, b], TEACHER_CLASSES, temperature=1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        distillation.teacher_targets([a], TEACHER_CLASSES, temperature=0.0)
+
+
+def test_teacher_files_stand_in_each_rounds_fold_and_expand_globs(tmp_path):
+    for fold in (0, 1):
+        for seed in (0, 1):
+            (tmp_path / f"fold{fold}_seed{seed}.csv").write_text("")
+    spec = f"{tmp_path}/fold{{test_fold}}_seed*.csv, {tmp_path}/fold0_seed0.csv"
+    assert distillation.teacher_files(spec, 1) == [
+        f"{tmp_path}/fold1_seed0.csv", f"{tmp_path}/fold1_seed1.csv", f"{tmp_path}/fold0_seed0.csv"]
+    with pytest.raises(FileNotFoundError, match="fold2_seed"):
+        distillation.teacher_files(spec, 2)
+
+
+def test_a_training_clip_no_teacher_scored_stops_the_run_before_it_starts():
+    targets = {"x.wav": np.ones(3, np.float32) / 3}
+    distillation.check_coverage(targets, ["x.wav"], ["t.csv"])
+    with pytest.raises(ValueError, match=r"t\.csv.*1 training clips.*y\.wav"):
+        distillation.check_coverage(targets, ["x.wav", "y.wav"], ["t.csv"])
