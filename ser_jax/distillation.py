@@ -70,7 +70,9 @@ def teacher_targets(files: Sequence[str], class_names: Sequence[str], temperatur
         if set(rows) != set(summed):
             differ = sorted(set(rows) ^ set(summed))
             raise ValueError(f"{path} and {files[0]} did not score the same clips "
-                             f"({len(differ)} differ, e.g. {differ[:3]})")
+                             f"({len(differ)} differ, e.g. {differ[:3]}): give each teacher one file that "
+                             "scores every training clip (--config.eval.split=full evaluates all the corpora "
+                             "a teacher was trained on at once)")
         summed = {clip: summed[clip] + p for clip, p in rows.items()}
     clips = sorted(summed)
     mean = np.stack([summed[c] for c in clips]) / len(files)
