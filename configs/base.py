@@ -19,6 +19,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         corpus_weights="",  # Relative sampling weight of each corpus; empty: a plain union of the examples.
         folds=0,  # >= 3: train on speaker folds (the round testing on fold `test_fold`) instead of train/val/test.
         test_fold=0,
+        validation_fold=placeholder(int),  # Unset: the fold after test_fold (round i validates on fold i+1).
         split_seed=0,
         train_split="train",
         validation_split="validation",
@@ -67,7 +68,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.distill = ml_collections.ConfigDict(dict(
         teachers="",
         weight=0.5,  # The teachers' share of each target; the label keeps the rest.
-        temperature=2.0))  # >1 flattens the teachers' probabilities (softmax of their logits / T).
+        temperature=2.0,  # >1 flattens the teachers' probabilities (softmax of their logits / T).
+        # True: each comma-separated entry of teachers is one teacher pieced from the files it matches,
+        # which score disjoint clips: out-of-fold predictions, each clip scored by a model that never
+        # heard its speaker (the teachers' verdicts on voices they do not know, not their memory).
+        cross_fitted=False))
     c.augment = ml_collections.ConfigDict(dict(
         speed=0.1,  # >0: play each example up to this much faster or slower (tempo and pitch together).
         vtlp=0.0,  # >0: scale each example's frequencies by up to this much (vocal-tract length).

@@ -20,14 +20,22 @@ from ser_jax.features import FeatureConfig
 from ser_jax.input_pipeline import Dataset, open_dataset
 
 
-def cross_validation_splits(fold_names: Sequence[str], test_fold: int) -> dict[str, list[str]]:
-    """Train/validation/test split lists for one CV round: test = fold i, validation = fold i+1."""
+def cross_validation_splits(fold_names: Sequence[str], test_fold: int,
+                            validation_fold: int | None = None) -> dict[str, list[str]]:
+    """Train/validation/test split lists for one CV round: test = fold i, validation = fold i+1
+    unless `validation_fold` names another (a model that must not hear two chosen folds, such as a
+    cross-fitted distillation teacher)."""
     k = len(fold_names)
     if k < fmt.MIN_FOLDS:
         raise ValueError(f"cross-validation needs at least {fmt.MIN_FOLDS} folds (train, validation, test), got {k}")
     if not 0 <= test_fold < k:
         raise ValueError(f"data.test_fold={test_fold} is out of range for {k} folds")
-    test, val = fold_names[test_fold], fold_names[(test_fold + 1) % k]
+    if validation_fold is None:
+        validation_fold = (test_fold + 1) % k
+    if not 0 <= validation_fold < k or validation_fold == test_fold:
+        raise ValueError(f"data.validation_fold={validation_fold} must be one of the {k} folds other than "
+                         f"data.test_fold={test_fold}")
+    test, val = fold_names[test_fold], fold_names[validation_fold]
     return {"train": [f for f in fold_names if f not in (test, val)], "validation": [val], "test": [test]}
 
 
@@ -102,7 +110,7 @@ def training_data(config: ml_collections.ConfigDict, workdir: str) -> list[Corpu
     if unknown := train_only - set(corpora):
         raise ValueError(f"config.data.train_only names {sorted(unknown)}, which data.corpus={d.corpus!r} lacks")
     if d.folds:
-        cross_validation_splits([fmt.fold_name(i) for i in range(d.folds)], d.test_fold)
+        cross_validation_splits([fmt.fold_name(i) for i in range(d.folds)], d.test_fold, d.validation_fold)
     if any(s or c == "synthetic" for c, s in zip(corpora, sources)):
         if jax.process_index() == 0:  # One writer; the other processes wait for its datasets.
             for corpus, source, root in zip(corpora, sources, roots):
@@ -118,7 +126,7 @@ def training_data(config: ml_collections.ConfigDict, workdir: str) -> list[Corpu
         dataset = open_dataset(root, corpus, fmt.config_name("speaker", d.folds or None))
         if d.folds:
             folds = sorted(dataset.splits, key=lambda s: int(s.removeprefix("fold")))
-            names = cross_validation_splits(folds, d.test_fold)
+            names = cross_validation_splits(folds, d.test_fold, d.validation_fold)
         else:
             names = {"train": [d.train_split], "validation": [d.validation_split], "test": [d.test_split]}
         out.append(CorpusData(corpus, dataset, refit_splits(names) if d.refit else names))

@@ -7,6 +7,11 @@ al., 2015) learns which emotions the ensemble finds alike in each clip, which a 
 not say, and keeps one model's cost. Teachers come as the predictions.csv files that evaluation
 writes (`--mode=eval` on the training clips), so training loads no other model and the targets a
 student learnt from stay on disk.
+
+Teachers that trained on the student's clips label them almost perfectly, so their targets say
+little beyond the label. A cross-fitted teacher is pieced from models that each scored only the
+speakers it held out: its targets are what a model makes of a voice it does not know, which is
+what the student is judged on.
 """
 
 from __future__ import annotations
@@ -22,18 +27,22 @@ from ser_jax.ensemble import read_predictions
 PROBABILITY_FLOOR = 1e-6
 
 
-def teacher_files(spec: str, test_fold: int) -> list[str]:
-    """The predictions.csv files of `distill.teachers`: comma-separated paths or glob patterns, with
-    "{test_fold}" standing for the round's test fold, so one setting serves every round of a
-    cross-validation (each round's teachers must not have trained on its test speakers)."""
-    files = []
+def teacher_files(spec: str, test_fold: int, cross_fitted: bool = False) -> list[list[str]]:
+    """The predictions.csv files of each teacher of `distill.teachers`: comma-separated paths or glob
+    patterns, with "{test_fold}" standing for the round's test fold, so one setting serves every round
+    of a cross-validation (each round's teachers must not have trained on its test speakers).
+
+    Each file is one teacher; with `cross_fitted`, each comma-separated entry is one teacher pieced
+    together from the files it matches (out-of-fold predictions: each piece scored by a model that
+    held out the speakers it scores)."""
+    teachers = []
     for pattern in (p.strip() for p in spec.split(",") if p.strip()):
         pattern = pattern.replace("{test_fold}", str(test_fold))
         matches = sorted(glob.glob(pattern))
         if not matches:
             raise FileNotFoundError(f"distill.teachers: no predictions file matches {pattern!r}")
-        files.extend(matches)
-    return files
+        teachers.extend([matches] if cross_fitted else [[m] for m in matches])
+    return teachers
 
 
 def soften(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -46,43 +55,59 @@ def soften(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def teacher_targets(files: Sequence[str], class_names: Sequence[str], temperature: float
-                    ) -> dict[str, np.ndarray]:
-    """Clip path -> the teachers' mean probabilities over the student's `class_names`, softened.
-
-    A teacher may know more classes than the student (their probabilities are dropped and the rest
-    renormalised) but not fewer. A clip counts if every teacher scored it: teachers that disagree on
-    which clips they saw would give some clips fewer voices.
-    """
-    if not files:
-        raise ValueError("distill.teachers names no predictions files")
-    summed: dict[str, np.ndarray] | None = None
-    for path in files:
+def _read_teacher(pieces: Sequence[str], class_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Clip path -> one teacher's probabilities over `class_names`, from the files it is made of."""
+    rows: dict[str, np.ndarray] = {}
+    scored_by: dict[str, str] = {}
+    for path in pieces:
         names, _, probabilities = read_predictions(path)
         if missing := [c for c in class_names if c not in names]:
             raise ValueError(f"{path}: the teacher has no probability for the student's classes {missing} "
                              f"(its classes: {names})")
+        if twice := sorted(set(probabilities) & set(rows)):
+            raise ValueError(f"{path} and {scored_by[twice[0]]} both score {len(twice)} clips (e.g. {twice[:3]}): "
+                             "the pieces of a cross-fitted teacher must score disjoint clips, each the "
+                             "speakers its model held out")
         columns = [names.index(c) for c in class_names]
-        rows = {clip: p[columns] / max(p[columns].sum(), PROBABILITY_FLOOR) for clip, p in probabilities.items()}
+        for clip, p in probabilities.items():
+            rows[clip] = p[columns] / max(p[columns].sum(), PROBABILITY_FLOOR)
+            scored_by[clip] = path
+    return rows
+
+
+def teacher_targets(teachers: Sequence[Sequence[str]], class_names: Sequence[str], temperature: float
+                    ) -> dict[str, np.ndarray]:
+    """Clip path -> the teachers' mean probabilities over the student's `class_names`, softened.
+
+    `teachers` holds each teacher's predictions files (one, or a cross-fitted teacher's pieces). A
+    teacher may know more classes than the student (their probabilities are dropped and the rest
+    renormalised) but not fewer. A clip counts if every teacher scored it: teachers that disagree on
+    which clips they saw would give some clips fewer voices.
+    """
+    if not teachers:
+        raise ValueError("distill.teachers names no predictions files")
+    summed: dict[str, np.ndarray] | None = None
+    for pieces in teachers:
+        rows = _read_teacher(pieces, class_names)
         if summed is None:
             summed = rows
             continue
         if set(rows) != set(summed):
             differ = sorted(set(rows) ^ set(summed))
-            raise ValueError(f"{path} and {files[0]} did not score the same clips "
+            raise ValueError(f"{'+'.join(pieces)} and {'+'.join(teachers[0])} did not score the same clips "
                              f"({len(differ)} differ, e.g. {differ[:3]}): give each teacher one file that "
                              "scores every training clip (--config.eval.split=full evaluates all the corpora "
                              "a teacher was trained on at once)")
         summed = {clip: summed[clip] + p for clip, p in rows.items()}
     clips = sorted(summed)
-    mean = np.stack([summed[c] for c in clips]) / len(files)
+    mean = np.stack([summed[c] for c in clips]) / len(teachers)
     return dict(zip(clips, soften(mean, temperature).astype(np.float32)))
 
 
-def check_coverage(targets: Mapping[str, np.ndarray], clips: Iterable[str], files: Sequence[str]) -> None:
+def check_coverage(targets: Mapping[str, np.ndarray], clips: Iterable[str], teachers: Sequence[Sequence[str]]) -> None:
     """Refuses, before any training step, a run whose teachers did not score all its training clips."""
     missing = sorted(set(clips) - set(targets))
     if missing:
-        raise ValueError(f"the distillation teachers ({', '.join(files)}) have no prediction for {len(missing)} "
+        raise ValueError(f"the distillation teachers ({', '.join('+'.join(t) for t in teachers)}) have no prediction for {len(missing)} "
                          f"training clips, e.g. {missing[:3]}: evaluate each teacher on the student's training "
                          "clips (e.g. --mode=eval --config.eval.split=all/full)")

@@ -300,11 +300,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     teacher_targets = None
     if config.distill.teachers:
-        files = distillation.teacher_files(config.distill.teachers, config.data.test_fold)
-        teacher_targets = distillation.teacher_targets(files, class_names, config.distill.temperature)
-        distillation.check_coverage(teacher_targets, input_pipeline.clip_paths(train_sources), files)
-        print(f"Distilling from {len(files)} teachers (weight {config.distill.weight}, temperature "
-              f"{config.distill.temperature}): {', '.join(files)}")
+        teachers = distillation.teacher_files(config.distill.teachers, config.data.test_fold,
+                                              config.distill.cross_fitted)
+        teacher_targets = distillation.teacher_targets(teachers, class_names, config.distill.temperature)
+        distillation.check_coverage(teacher_targets, input_pipeline.clip_paths(train_sources), teachers)
+        print(f"Distilling from {len(teachers)} teachers (weight {config.distill.weight}, temperature "
+              f"{config.distill.temperature}): {', '.join('+'.join(t) for t in teachers)}")
 
     validation = [c.dataset.source(c.splits["validation"]) for c in corpora if c.validated]
     # Each speaker normalised by its own statistics (transductive for the validation speakers).

@@ -57,3 +57,13 @@ def test_cross_validation_rounds_use_each_fold_once_as_test():
     assert sorted(tests) == names
     with pytest.raises(ValueError):
         cross_validation_splits(names[:2], 0)
+
+
+def test_a_chosen_validation_fold_leaves_both_held_out_folds_out_of_training():
+    names = [f"fold{i}" for i in range(6)]
+    r = cross_validation_splits(names, 1, validation_fold=4)
+    assert r == {"train": ["fold0", "fold2", "fold3", "fold5"], "validation": ["fold4"], "test": ["fold1"]}
+    assert cross_validation_splits(names, 5)["validation"] == ["fold0"]
+    for bad in (1, 6, -1):
+        with pytest.raises(ValueError, match="validation_fold"):
+            cross_validation_splits(names, 1, validation_fold=bad)

@@ -486,7 +486,7 @@ def test_batches_carry_each_clips_teacher_probabilities(tmp_path, data_dir, refe
     sources = [corpus.dataset.source(corpus.splits["train"])]
     names = list(corpus.dataset.class_names(corpus.splits["train"]))
     csv_file = _teacher_csv(tmp_path / "teacher.csv", sources, names, shift=1)
-    targets = distillation.teacher_targets([csv_file], names, temperature=1.0)
+    targets = distillation.teacher_targets([[csv_file]], names, temperature=1.0)
     mean, std = normalization([corpus])
     batches = input_pipeline.train_dataset(sources, mean=mean, std=std, class_names=names,
                                            max_frames=120, global_batch=8, seed=0, teacher_targets=targets)
