@@ -17,7 +17,7 @@ what the student is judged on.
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -75,39 +75,26 @@ def _read_teacher(pieces: Sequence[str], class_names: Sequence[str]) -> dict[str
     return rows
 
 
-def teacher_targets(teachers: Sequence[Sequence[str]], class_names: Sequence[str], temperature: float
-                    ) -> dict[str, np.ndarray]:
-    """Clip path -> the teachers' mean probabilities over the student's `class_names`, softened.
+def teacher_targets(teachers: Sequence[Sequence[str]], class_names: Sequence[str], temperature: float,
+                    clips: Iterable[str]) -> dict[str, np.ndarray]:
+    """Training clip path -> the teachers' mean probabilities over the student's `class_names`, softened.
 
     `teachers` holds each teacher's predictions files (one, or a cross-fitted teacher's pieces). A
     teacher may know more classes than the student (their probabilities are dropped and the rest
-    renormalised) but not fewer. A clip counts if every teacher scored it: teachers that disagree on
-    which clips they saw would give some clips fewer voices.
+    renormalised) but not fewer, and may score more clips than `clips`, but must score every one of
+    them: a clip with fewer voices would learn from another ensemble. Refused before any training
+    step, naming the teacher.
     """
     if not teachers:
         raise ValueError("distill.teachers names no predictions files")
-    summed: dict[str, np.ndarray] | None = None
+    clips = sorted(set(clips))
+    summed = np.zeros((len(clips), len(class_names)), np.float64)
     for pieces in teachers:
         rows = _read_teacher(pieces, class_names)
-        if summed is None:
-            summed = rows
-            continue
-        if set(rows) != set(summed):
-            differ = sorted(set(rows) ^ set(summed))
-            raise ValueError(f"{'+'.join(pieces)} and {'+'.join(teachers[0])} did not score the same clips "
-                             f"({len(differ)} differ, e.g. {differ[:3]}): give each teacher one file that "
-                             "scores every training clip (--config.eval.split=full evaluates all the corpora "
-                             "a teacher was trained on at once)")
-        summed = {clip: summed[clip] + p for clip, p in rows.items()}
-    clips = sorted(summed)
-    mean = np.stack([summed[c] for c in clips]) / len(teachers)
-    return dict(zip(clips, soften(mean, temperature).astype(np.float32)))
-
-
-def check_coverage(targets: Mapping[str, np.ndarray], clips: Iterable[str], teachers: Sequence[Sequence[str]]) -> None:
-    """Refuses, before any training step, a run whose teachers did not score all its training clips."""
-    missing = sorted(set(clips) - set(targets))
-    if missing:
-        raise ValueError(f"the distillation teachers ({', '.join('+'.join(t) for t in teachers)}) have no prediction for {len(missing)} "
-                         f"training clips, e.g. {missing[:3]}: evaluate each teacher on the student's training "
-                         "clips (e.g. --mode=eval --config.eval.split=all/full)")
+        if missing := [c for c in clips if c not in rows]:
+            raise ValueError(f"the distillation teacher {'+'.join(pieces)} has no prediction for {len(missing)} "
+                             f"training clips, e.g. {missing[:3]}: evaluate each teacher on the student's training "
+                             "clips (e.g. --mode=eval --config.eval.split=all/full; a teacher trained on several "
+                             "corpora scores all of their clips into one file with --config.eval.split=full)")
+        summed += np.stack([rows[c] for c in clips])
+    return dict(zip(clips, soften(summed / len(teachers), temperature).astype(np.float32)))

@@ -302,8 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.distill.teachers:
         teachers = distillation.teacher_files(config.distill.teachers, config.data.test_fold,
                                               config.distill.cross_fitted)
-        teacher_targets = distillation.teacher_targets(teachers, class_names, config.distill.temperature)
-        distillation.check_coverage(teacher_targets, input_pipeline.clip_paths(train_sources), teachers)
+        teacher_targets = distillation.teacher_targets(teachers, class_names, config.distill.temperature,
+                                                       input_pipeline.clip_paths(train_sources))
         print(f"Distilling from {len(teachers)} teachers (weight {config.distill.weight}, temperature "
               f"{config.distill.temperature}): {', '.join('+'.join(t) for t in teachers)}")
 

@@ -486,7 +486,8 @@ def test_batches_carry_each_clips_teacher_probabilities(tmp_path, data_dir, refe
     sources = [corpus.dataset.source(corpus.splits["train"])]
     names = list(corpus.dataset.class_names(corpus.splits["train"]))
     csv_file = _teacher_csv(tmp_path / "teacher.csv", sources, names, shift=1)
-    targets = distillation.teacher_targets([[csv_file]], names, temperature=1.0)
+    targets = distillation.teacher_targets([[csv_file]], names, temperature=1.0,
+                                           clips=input_pipeline.clip_paths(sources))
     mean, std = normalization([corpus])
     batches = input_pipeline.train_dataset(sources, mean=mean, std=std, class_names=names,
                                            max_frames=120, global_batch=8, seed=0, teacher_targets=targets)
@@ -507,7 +508,7 @@ def test_distillation_run_learns_from_the_teachers_and_refuses_clips_they_did_no
         config.distill.update(weight=1.0, temperature=1.0,
                               teachers=_teacher_csv(tmp_path / "val.csv", [corpus.dataset.source(
                                   corpus.splits["validation"])], names, shift=0))
-    with pytest.raises(ValueError, match=r"val\.csv.*no prediction for 32 training clips"):
+    with pytest.raises(ValueError, match=r"teacher .*val\.csv has no prediction for 32 training clips"):
         train.train_and_evaluate(config, str(tmp_path / "uncovered"))
 
     with config.unlocked():
