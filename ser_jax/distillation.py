@@ -10,8 +10,9 @@ student learnt from stay on disk.
 
 Teachers that trained on the student's clips label them almost perfectly, so their targets say
 little beyond the label. A cross-fitted teacher is pieced from models that each scored only the
-speakers it held out: its targets are what a model makes of a voice it does not know, which is
-what the student is judged on.
+speakers it held out: its targets are what a model makes of a voice it does not know. On RAVDESS
+it screened up and did not beat in-sample teachers on the test folds (docs/results/accuracy.md,
+session 18), so it is a setting, not the recipe.
 """
 
 from __future__ import annotations
