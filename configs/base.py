@@ -79,6 +79,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         # >0: with this probability, give an example the per-mel-bin mean and std of a Beta(alpha, alpha)
         # mix of its own and another example's (Freq-MixStyle: other speakers' long-term spectra).
         freq_mixstyle=0.4, mixstyle_alpha=0.3,
+        mixstyle_f0=False,  # True: MixStyle moves the log F0 column's mean too (the partner's pitch register).
         gain_db=6.0,  # >0: make each example up to this many dB louder or quieter (recording level).
         tilt_db=10.0,  # >0: tilt each spectrum by up to this many dB, lowest to highest bin (microphone colour).
         spec_augment=True, freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=20,

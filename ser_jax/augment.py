@@ -10,7 +10,8 @@ mel scale. Level and tilt add decibels to each bin, converted to the normalised 
 training statistics' per-bin std: a louder or differently coloured microphone, the shift that a
 model trained on one studio mistakes for emotion on another corpus. Prosody columns after the mel
 bins (`FeatureConfig.pitch`) are left alone by everything that moves frequencies or levels, except
-speed, which moves F0 with the rest; time masks cover them, frequency masks do not.
+speed, which moves F0 with the rest, and MixStyle with `mixstyle_f0`, which moves the mean of log F0
+with the spectrum's statistics; time masks cover them, frequency masks do not.
 """
 
 from __future__ import annotations
@@ -70,25 +71,32 @@ def change_channel(key, mel: jax.Array, lengths: jax.Array, gain_db: float, tilt
     return jnp.where(valid, mel + shift[:, None, :], mel)
 
 
-def mix_frequency_style(key, mel: jax.Array, lengths: jax.Array, p: float, alpha: float,
-                        eps: float = 1e-6) -> jax.Array:
+def mix_frequency_style(key, x: jax.Array, lengths: jax.Array, p: float, alpha: float, *,
+                        n_mels: int | None = None, f0_column: int | None = None, eps: float = 1e-6) -> jax.Array:
     """Freq-MixStyle (Zhou et al., 2021; per mel bin as Schmid et al., DCASE 2022): with probability
     `p`, an example's per-bin mean and std over its valid frames are replaced by a Beta(alpha, alpha)
     mix of its own and a random batch partner's. A voice's long-term spectrum (vocal tract, recording)
     then comes from real other speakers, where gain and tilt draw simple shapes; the frame-to-frame
-    pattern, which carries the emotion, stays the example's own. Padding stays zero."""
-    b, t, _ = mel.shape
+    pattern, which carries the emotion, stays the example's own. Padding stays zero.
+
+    Columns from `n_mels` on (prosody; default: none) are left alone, except `f0_column`, whose mean
+    follows the same mix: the partner's pitch register comes with its spectrum, a coherent other
+    voice, while the contour and its range in octaves stay the example's own."""
+    b, t, c = x.shape
     valid = jnp.arange(t)[None, :, None] < lengths[:, None, None]
-    count = jnp.maximum(lengths, 1)[:, None, None].astype(mel.dtype)
-    mu = jnp.where(valid, mel, 0.0).sum(axis=1, keepdims=True) / count
-    sigma = jnp.sqrt(jnp.where(valid, (mel - mu) ** 2, 0.0).sum(axis=1, keepdims=True) / count + eps)
+    count = jnp.maximum(lengths, 1)[:, None, None].astype(x.dtype)
+    mu = jnp.where(valid, x, 0.0).sum(axis=1, keepdims=True) / count
+    sigma = jnp.sqrt(jnp.where(valid, (x - mu) ** 2, 0.0).sum(axis=1, keepdims=True) / count + eps)
     kl, kp, ku = jax.random.split(key, 3)
     lam = jax.random.beta(kl, alpha, alpha, (b, 1, 1))
     chosen = jax.random.uniform(ku, (b, 1, 1)) < p
     perm = jax.random.permutation(kp, b)
-    mixed_mu = lam * mu + (1 - lam) * mu[perm]
-    mixed_sigma = lam * sigma + (1 - lam) * sigma[perm]
-    return jnp.where(valid & chosen, (mel - mu) / sigma * mixed_sigma + mixed_mu, mel)
+    column = jnp.arange(c)
+    styled = column < (c if n_mels is None else n_mels)  # Mean and std mixed.
+    moved = styled | (column == f0_column) if f0_column is not None else styled  # Mean mixed.
+    mixed_mu = jnp.where(moved, lam * mu + (1 - lam) * mu[perm], mu)
+    mixed_sigma = jnp.where(styled, lam * sigma + (1 - lam) * sigma[perm], sigma)
+    return jnp.where(valid & chosen & moved, (x - mu) / sigma * mixed_sigma + mixed_mu, x)
 
 
 def _factors(key, batch: int, spread: float) -> jax.Array:
@@ -105,8 +113,11 @@ def apply(key, mel, lengths, targets, cfg: ml_collections.ConfigDict, bins: MelB
         factor = _factors(k4, mel.shape[0], cfg.vtlp)
         mel = on_mels(lambda m: scale_frequencies(m, factor, bins.hz), mel, n_mels)
     if cfg.freq_mixstyle:
-        mel = on_mels(lambda m: mix_frequency_style(jax.random.fold_in(key, 5), m, lengths, cfg.freq_mixstyle,
-                                                    cfg.mixstyle_alpha), mel, n_mels)
+        if cfg.mixstyle_f0 and bins.log_f0_column is None:
+            raise ValueError("augment.mixstyle_f0 moves the log F0 column, which these features lack: "
+                             "set features.pitch=True or augment.mixstyle_f0=False")
+        mel = mix_frequency_style(jax.random.fold_in(key, 5), mel, lengths, cfg.freq_mixstyle, cfg.mixstyle_alpha,
+                                  n_mels=n_mels, f0_column=bins.log_f0_column if cfg.mixstyle_f0 else None)
     if cfg.gain_db or cfg.tilt_db:
         mel = on_mels(lambda m: change_channel(jax.random.fold_in(key, 4), m, lengths, cfg.gain_db, cfg.tilt_db,
                                                 bins.std_db), mel, n_mels)

@@ -34,6 +34,11 @@ class MelBins(NamedTuple):
         return cls(mel_center_frequencies(features), std[:features.n_mels],
                    float(std[features.n_mels + _LOG_F0]) if features.pitch else None)
 
+    @property
+    def log_f0_column(self) -> int | None:
+        """The log F0 column's index in the input (None: no prosody columns)."""
+        return None if self.log_f0_std is None else len(self.hz) + _LOG_F0
+
 
 def _linear_resample(x: jax.Array, positions: jax.Array, axis: int) -> jax.Array:
     """x (batch, time, mels) read at fractional `positions` (batch, size) along `axis` (1 or 2)."""
@@ -72,7 +77,7 @@ def change_speed(x: jax.Array, lengths: jax.Array, rate: jax.Array, bins: MelBin
     valid = jnp.arange(frames)[None, :, None] < new_lengths[:, None, None]
     x = on_mels(lambda mel: scale_frequencies(mel, rate, bins.hz), x, len(bins.hz))
     if bins.log_f0_std is not None:
-        x = x.at[..., len(bins.hz) + _LOG_F0].add(jnp.log2(rate)[:, None] / bins.log_f0_std)
+        x = x.at[..., bins.log_f0_column].add(jnp.log2(rate)[:, None] / bins.log_f0_std)
     return jnp.where(valid, x, 0.0), new_lengths
 
 

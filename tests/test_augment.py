@@ -93,8 +93,42 @@ def test_freq_mixstyle_moves_each_bins_statistics_between_two_real_examples_and_
     np.testing.assert_array_equal(augment.mix_frequency_style(jax.random.key(1), x, lengths, p=0.0, alpha=0.3), x)
 
 
+def test_mixstyle_f0_moves_the_log_f0_mean_with_the_spectrum_and_keeps_the_contour():
+    features = FeatureConfig(n_mels=FEATURES.n_mels, pitch=True)
+    bins = warping.MelBins.of(features, np.concatenate([STD_DB, [0.2, 0.5]]).astype(np.float32))
+    f0 = bins.log_f0_column
+    assert f0 == FEATURES.n_mels + 1
+    b, t = 8, 30
+    x = jax.random.normal(jax.random.key(0), (b, t, features.dim)) + jnp.arange(b, dtype=jnp.float32)[:, None, None]
+    lengths = jnp.array([30, 25, 20, 30, 15, 30, 10, 30])
+    valid = np.arange(t)[None, :] < np.asarray(lengths)[:, None]
+    x = jnp.where(valid[..., None], x, 0.0)
+    without = augment.mix_frequency_style(jax.random.key(1), x, lengths, 1.0, 0.3, n_mels=FEATURES.n_mels)
+    out = augment.mix_frequency_style(jax.random.key(1), x, lengths, 1.0, 0.3, n_mels=FEATURES.n_mels, f0_column=f0)
+    np.testing.assert_array_equal(out[..., :f0], without[..., :f0])  # Mel bins as before; periodicity untouched.
+    np.testing.assert_array_equal(out[..., FEATURES.n_mels], x[..., FEATURES.n_mels])
+    np.testing.assert_array_equal(without[..., f0], x[..., f0])
+    x, out, without = (np.asarray(a, np.float64) for a in (x, out, without))
+    n = np.asarray(lengths)
+    mean = lambda a, col: np.where(valid, a[..., col], 0).sum(1) / n
+    # The log F0 column is shifted by a constant per example (contour and range kept)...
+    shift = np.where(valid, out[..., f0] - x[..., f0], np.nan)
+    np.testing.assert_allclose(np.nanmax(shift, 1) - np.nanmin(shift, 1), 0.0, atol=1e-4)
+    np.testing.assert_array_equal(out[~valid][:, f0], 0.0)
+    # ...to the same mix of the two examples' means as the first mel bin's: the partner's register.
+    mu_mel, mu_f0 = mean(x, 0), mean(x, f0)
+    share = (mean(out, 0)[:, None] - mu_mel[None, :]) / (mu_mel[:, None] - mu_mel[None, :] + np.eye(b))
+    f0_share = (mean(out, f0)[:, None] - mu_f0[None, :]) / (mu_f0[:, None] - mu_f0[None, :] + np.eye(b))
+    assert all(np.any(np.abs(share[i] - f0_share[i])[np.arange(b) != i] < 1e-3) for i in range(b))
+    assert not np.allclose(mean(out, f0), mu_f0, atol=0.05)
+    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.0, freq_mixstyle=1.0, mixstyle_alpha=0.3, mixstyle_f0=True,
+                                         gain_db=0.0, tilt_db=0.0, spec_augment=False, mixup=False))
+    with np.testing.assert_raises_regex(ValueError, "features.pitch=True"):
+        augment.apply(jax.random.key(1), jnp.asarray(x[..., :FEATURES.n_mels]), lengths, jnp.eye(b), cfg, BINS)
+
+
 def test_apply_is_the_identity_with_everything_off_and_random_with_each_perturbation_on():
-    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.0, freq_mixstyle=0.0, mixstyle_alpha=0.3,
+    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.0, freq_mixstyle=0.0, mixstyle_alpha=0.3, mixstyle_f0=False,
                                          gain_db=0.0, tilt_db=0.0, spec_augment=False,
                                          freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=5,
                                          mixup=False, mixup_alpha=0.4))
@@ -122,7 +156,7 @@ def test_prosody_columns_move_with_speed_only_and_are_never_frequency_masked():
     x = jax.random.normal(jax.random.key(0), (8, 30, features.dim))
     lengths = jnp.full((8,), 30)
     targets = jnp.eye(8)
-    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.2, freq_mixstyle=1.0, mixstyle_alpha=0.3,
+    cfg = ml_collections.ConfigDict(dict(speed=0.0, vtlp=0.2, freq_mixstyle=1.0, mixstyle_alpha=0.3, mixstyle_f0=False,
                                          gain_db=6.0, tilt_db=10.0, spec_augment=True,
                                          freq_masks=2, freq_mask_width=40, time_masks=0, time_mask_width=5,
                                          mixup=False, mixup_alpha=0.4))
