@@ -94,8 +94,8 @@ def mix_frequency_style(key, x: jax.Array, lengths: jax.Array, p: float, alpha: 
     column = jnp.arange(c)
     styled = column < (c if n_mels is None else n_mels)  # Mean and std mixed.
     moved = styled | (column == f0_column) if f0_column is not None else styled  # Mean mixed.
-    mixed_mu = jnp.where(moved, lam * mu + (1 - lam) * mu[perm], mu)
-    mixed_sigma = jnp.where(styled, lam * sigma + (1 - lam) * sigma[perm], sigma)
+    mixed_mu = lam * mu + (1 - lam) * mu[perm]
+    mixed_sigma = jnp.where(styled, lam * sigma + (1 - lam) * sigma[perm], sigma)  # log F0 keeps its own range.
     return jnp.where(valid & chosen & moved, (x - mu) / sigma * mixed_sigma + mixed_mu, x)
 
 
