@@ -1,4 +1,6 @@
-"""Training throughput: samples/s and compile time of one jitted train step, on 1 and 8 CPU devices.
+"""Training throughput: samples/s and compile time of one jitted train step, on 1 and 8 CPU devices,
+with the host memory setting training uses (ser_jax/host_memory.py) and, for 1 device, glibc's default
+beside it.
 
     python benchmarks/train_throughput.py [--torch_python=/path/to/venv/bin/python]
 
@@ -22,8 +24,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_PEER = os.path.join(REPO, "..", "shared", "bench", "torch_peer.py")
 
 
-def measure(batch: int, frames: int, mels: int, steps: int, config_path: str) -> dict:
+def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, retain_memory: bool) -> dict:
     """Runs in the child process: compile once, then time `steps` steps on every visible device."""
+    from ser_jax import host_memory
+
+    retained = host_memory.retain_freed_memory() if retain_memory else False
     import jax
     import numpy as np
 
@@ -31,14 +36,15 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str) ->
     from ser_jax.features import FeatureConfig
 
     config = config_files.load_py(config_path)
-    features = FeatureConfig(n_mels=mels)
+    features = FeatureConfig(n_mels=mels, pitch=config.features.pitch)
+    columns = mels + features.prosody_columns
     tx = train.create_optimizer(config.optim, 1000)
     graphdef, state = train.create_train_state(config, num_classes=8, features=features, tx=tx)
     steps_fn = train.Steps(mesh.make_mesh(), graphdef, tx, config, num_classes=8,
-                           mel_bins=warping.MelBins.of(features, np.ones(mels, np.float32)), total_steps=1000)
+                           mel_bins=warping.MelBins.of(features, np.ones(columns, np.float32)), total_steps=1000)
     state = steps_fn.place_state(state)
     rng = np.random.default_rng(0)
-    batch_np = {"mel": rng.normal(size=(batch, frames, mels)).astype(np.float32),
+    batch_np = {"mel": rng.normal(size=(batch, frames, columns)).astype(np.float32),
                 "lengths": np.full(batch, frames, np.int32), "label": rng.integers(0, 8, batch).astype(np.int32)}
     data = steps_fn.global_batch(batch_np)
 
@@ -55,14 +61,15 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str) ->
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
     median = float(np.median(times))
-    return {"devices": jax.device_count(), "batch": batch, "frames": frames, "mels": mels,
+    return {"devices": jax.device_count(), "host_memory": "retained" if retained else "default", "batch": batch, "frames": frames, "mels": mels,
             "compile_s": round(compile_s, 2), "step_ms_median": round(1e3 * median, 1),
             "samples_per_s": round(batch / median, 1)}
 
 
-def run_child(devices: int, args) -> dict:
+def run_child(devices: int, args, retain_memory: bool = True) -> dict:
     return child.run(__file__, ["--child", "--batch", str(args.batch), "--frames", str(args.frames), "--mels",
-                                str(args.mels), "--steps", str(args.steps), "--config", args.config],
+                                str(args.mels), "--steps", str(args.steps), "--config", args.config,
+                                "--retain_memory" if retain_memory else "--no-retain_memory"],
                      env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
 
 
@@ -84,13 +91,15 @@ def main():
     p.add_argument("--torch_python", default="", help="A python with torch, to run the PyTorch peer beside.")
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "train_throughput.json"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--retain_memory", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child.reply(measure(args.batch, args.frames, args.mels, args.steps, args.config))
+        child.reply(measure(args.batch, args.frames, args.mels, args.steps, args.config, args.retain_memory))
         return
-    results = {"jax": [run_child(int(d), args) for d in args.devices.split(",")]}
+    devices = [int(d) for d in args.devices.split(",")]
+    results = {"jax": [run_child(d, args) for d in devices] + [run_child(devices[0], args, retain_memory=False)]}
     for r in results["jax"]:
-        print(f"JAX   {r['devices']} device(s): {r['samples_per_s']:7.1f} samples/s "
+        print(f"JAX   {r['devices']} device(s), {r['host_memory']} host memory: {r['samples_per_s']:7.1f} samples/s "
               f"({r['step_ms_median']:.0f} ms/step at batch {r['batch']}x{r['frames']}x{r['mels']}), "
               f"compile {r['compile_s']:.1f} s")
     if args.torch_python:

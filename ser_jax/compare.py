@@ -140,6 +140,9 @@ def main(argv):
     del argv
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    from ser_jax import host_memory
+
+    host_memory.retain_freed_memory()  # Before JAX starts its threads.
     from ser_jax import reports
 
     os.makedirs(FLAGS.workdir, exist_ok=True)

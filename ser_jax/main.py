@@ -74,6 +74,9 @@ def main(argv):
                                  FLAGS["config"].present)
         except (ValueError, FileNotFoundError) as e:
             raise app.UsageError(str(e)) from e
+    from ser_jax import host_memory
+
+    host_memory.retain_freed_memory()  # Before JAX starts its threads.
     import jax
 
     if FLAGS.coordinator_address or FLAGS.distributed:
