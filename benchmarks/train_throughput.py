@@ -37,14 +37,13 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, re
 
     config = config_files.load_py(config_path)
     features = FeatureConfig(n_mels=mels, pitch=config.features.pitch)
-    columns = mels + features.prosody_columns
     tx = train.create_optimizer(config.optim, 1000)
     graphdef, state = train.create_train_state(config, num_classes=8, features=features, tx=tx)
     steps_fn = train.Steps(mesh.make_mesh(), graphdef, tx, config, num_classes=8,
-                           mel_bins=warping.MelBins.of(features, np.ones(columns, np.float32)), total_steps=1000)
+                           mel_bins=warping.MelBins.of(features, np.ones(features.dim, np.float32)), total_steps=1000)
     state = steps_fn.place_state(state)
     rng = np.random.default_rng(0)
-    batch_np = {"mel": rng.normal(size=(batch, frames, columns)).astype(np.float32),
+    batch_np = {"mel": rng.normal(size=(batch, frames, features.dim)).astype(np.float32),
                 "lengths": np.full(batch, frames, np.int32), "label": rng.integers(0, 8, batch).astype(np.int32)}
     data = steps_fn.global_batch(batch_np)
 
@@ -61,8 +60,8 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, re
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
     median = float(np.median(times))
-    return {"devices": jax.device_count(), "host_memory": "retained" if retained else "default", "batch": batch, "frames": frames, "mels": mels,
-            "compile_s": round(compile_s, 2), "step_ms_median": round(1e3 * median, 1),
+    return {"devices": jax.device_count(), "host_memory": "retained" if retained else "default", "batch": batch,
+            "frames": frames, "mels": mels, "compile_s": round(compile_s, 2), "step_ms_median": round(1e3 * median, 1),
             "samples_per_s": round(batch / median, 1)}
 
 

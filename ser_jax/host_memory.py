@@ -3,9 +3,9 @@
 XLA on CPU allocates each executable's temporaries afresh per call (about 150 MB for the recipe's
 training step). glibc's malloc serves a block that large with `mmap` and returns it with `munmap`
 on free (always, from the arenas of threads other than the main one), so every step page-faults
-and zeroes the same 150 MB again: a third of a 2-core machine's time went to the kernel. One
+and zeroes the same 150 MB again: over a quarter of a 2-core machine's time went to the kernel. One
 arena that never maps large blocks apart and trims only beyond `TRIM_THRESHOLD` reuses them
-instead: the same numbers, the training step 1.5-2x faster (benchmarks/train_throughput.py), at
+instead: the same numbers, the training step about 1.45x faster (benchmarks/train_throughput.py), at
 the price of a peak resident size that stays reserved until the process ends.
 
 Only glibc is tuned: other C libraries, and a process that already chose its allocator (`LD_PRELOAD`
