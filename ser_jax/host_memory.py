@@ -21,8 +21,7 @@ import sys
 # mallopt(3) parameters, from glibc's <malloc.h>.
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 TRIM_THRESHOLD = 1 << 30  # Free memory at the top of the heap beyond 1 GiB still goes back.
-_USER_SETTINGS = ("LD_PRELOAD", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_",
-                  "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+_USER_SETTINGS = ("LD_PRELOAD", "GLIBC_TUNABLES")  # And any MALLOC_* variable (glibc's older spelling).
 
 
 def retain_freed_memory(environ: dict[str, str] | None = None) -> bool:
@@ -32,7 +31,7 @@ def retain_freed_memory(environ: dict[str, str] | None = None) -> bool:
     arena keeps it). A no-op off glibc or when `environ` (default: os.environ) sets the allocator.
     """
     environ = os.environ if environ is None else environ
-    if not sys.platform.startswith("linux") or any(k in environ for k in _USER_SETTINGS):
+    if not sys.platform.startswith("linux") or any(k in _USER_SETTINGS or k.startswith("MALLOC_") for k in environ):
         return False
     libc = ctypes.CDLL(None)
     if not hasattr(libc, "gnu_get_libc_version"):  # musl and others: their own allocators, their own rules.
