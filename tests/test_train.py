@@ -172,21 +172,32 @@ def free_port() -> int:
 
 
 def test_two_processes_agree_with_one(tmp_path, data_dir, reference_run):
-    """Two processes with 2 CPU devices each (gloo collectives) follow the 8-device run."""
-    address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    """Two processes with 2 CPU devices each (gloo collectives) follow a one-process 8-device run.
+
+    Both run as subprocesses compiled at XLA's default optimisation (not the suite's level 0):
+    Adam moves a weight whose gradient is near zero by about the learning rate whichever way its
+    sign falls, so summing in another order shifts such weights by ~1e-3 at level 0; at the default
+    level the two runs agree to 1e-5, which is the check worth having. (`reference_run` has prepared
+    the dataset the three processes share.)"""
     command = [sys.executable, "-m", "ser_jax.main", "--config", "configs/cnn_bilstm.py",
-               "--workdir", str(tmp_path), "--coordinator_address", address, "--num_processes", "2",
                *config_flags(tiny_config(data_dir))]
-    procs = [subprocess.Popen(command + ["--process_id", str(i)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+
+    def start(workdir, devices: int, *args: str) -> subprocess.Popen:
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+        return subprocess.Popen(command + ["--workdir", str(workdir), *args], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    address = f"127.0.0.1:{free_port()}"
+    procs = [start(tmp_path / "one", 8)] + [
+        start(tmp_path / "two", 2, "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i))
+        for i in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
-    assert f"Validation after {NUM_EPOCHS * STEPS_PER_EPOCH} steps" in outputs[0]
-    assert ModelInfo.load(str(tmp_path)).test_time_speeds == SPEEDS  # The command-line tuple, parsed.
+    assert f"Validation after {NUM_EPOCHS * STEPS_PER_EPOCH} steps" in outputs[1]
+    assert ModelInfo.load(str(tmp_path / "two")).test_time_speeds == SPEEDS  # The command-line tuple, parsed.
     # Restored here on 8 devices: a checkpoint written by 4 devices over 2 processes.
-    for a, b in zip(params_of(reference_run[0]), params_of(str(tmp_path))):
+    for a, b in zip(params_of(str(tmp_path / "one")), params_of(str(tmp_path / "two"))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -387,16 +398,23 @@ def test_speaker_adversary_reverses_its_gradient_into_the_model_by_the_ramped_we
         train.create_train_state(tiny_config("", speaker_adversary=1.0), num_classes=5, features=FEATURES,
                                  tx=train.create_optimizer(tiny_config("").optim, 10), num_speakers=1)
 
-    def grads(weight: float, step: int):
+    @functools.cache
+    def loss_and_grads_at(weight: float):
+        """The jitted loss and gradients of a fresh model trained with this adversary weight (augmentation
+        off: it has no part in the reversal, and leaves one compile per weight to pay)."""
         config = tiny_config("", speaker_adversary=weight)
+        config.augment.update(speed=0.0, freq_mixstyle=0.0, gain_db=0.0, tilt_db=0.0, spec_augment=False)
         tx = train.create_optimizer(config.optim, 10)
         _, plain = train.create_train_state(tiny_config(""), num_classes=5, features=FEATURES, tx=tx)
         graphdef, state = train.create_train_state(config, num_classes=5, features=FEATURES, tx=tx,
                                                    num_speakers=3 if weight else 0)
         jax.tree.map(np.testing.assert_array_equal, state.params, plain.params)  # Same model, same init.
-        (_, (_, _, m)), (g, g_adversary) = train.loss_and_grads(
-            state.replace(step=jax.numpy.asarray(step, jax.numpy.int32)), batch, graphdef=graphdef, config=config,
-            num_classes=5, mel_bins=MEL_BINS, total_steps=10)
+        return state, jax.jit(functools.partial(train.loss_and_grads, graphdef=graphdef, config=config,
+                                                num_classes=5, mel_bins=MEL_BINS, total_steps=10))
+
+    def grads(weight: float, step: int):
+        state, fn = loss_and_grads_at(weight)
+        (_, (_, _, m)), (g, g_adversary) = fn(state.replace(step=jax.numpy.asarray(step, jax.numpy.int32)), batch)
         return [np.asarray(x) for x in jax.tree.leaves(g)], g_adversary, m
 
     off, no_adversary, m_off = grads(0.0, 5)
