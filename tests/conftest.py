@@ -5,8 +5,10 @@ import pathlib
 
 # Tests run tiny shapes, so compiling is most of their time: the same XLA programs with LLVM's
 # optimisation level 0 compile in about half of it (the suite: 20 min in one process, 13 with it).
-os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8",
-                                    "--xla_backend_optimization_level=0"]).strip()
+# Idempotent: pytest-xdist's workers inherit the flags their controller set here.
+_flags = os.environ.get("XLA_FLAGS", "").split()
+os.environ["XLA_FLAGS"] = " ".join(_flags + [f for f in ("--xla_force_host_platform_device_count=8",
+                                                         "--xla_backend_optimization_level=0") if f not in _flags])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # librosa's numba kernels compile on first use (~40 s cold); cache them where a CI runner can write,
 # so only the first run of a fresh environment pays, and worker processes share the cache.
