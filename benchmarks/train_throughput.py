@@ -2,11 +2,14 @@
 with the host memory setting training uses (ser_jax/host_memory.py) and, for 1 device, glibc's default
 beside it.
 
-    python benchmarks/train_throughput.py [--torch_python=/path/to/venv/bin/python]
+    python benchmarks/train_throughput.py [--model=peer [--torch_python=/path/to/venv/bin/python]]
 
 Each device count runs in its own process (XLA reads the fake-device flag at start-up). With
 --torch_python, the PyTorch peer (../shared/bench/torch_peer.py) runs right after in the same session,
-so the ratio is taken under the same machine load. Figures go to benchmarks/results/train_throughput.json.
+so the ratio is taken under the same machine load. --model=recipe (the default) times the recipe's model
+and training step as configs/cnn_bilstm.py trains it; --model=peer times the same code configured as the
+peer (its widths, no self-attention, pitch, augmentation or weight average), so the ratio compares equal
+work. Figures go to benchmarks/results/train_throughput[_peer].json.
 """
 
 from __future__ import annotations
@@ -22,9 +25,16 @@ import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_PEER = os.path.join(REPO, "..", "shared", "bench", "torch_peer.py")
+# torch_peer.py's model and step in this project's config: conv 32-64, BiLSTM 128, attention pooling of
+# 64, log-Mel only, and none of the recipe's extras, which the peer does not compute.
+PEER_SETTINGS = {"model": dict(channels=(32, 64), lstm_hidden=128, attention_heads=0, attention_dim=64, dropout=0.0),
+                 "features": dict(pitch=False),
+                 "augment": dict(speed=0.0, freq_mixstyle=0.0, gain_db=0.0, tilt_db=0.0, spec_augment=False),
+                 "optim": dict(ema_decay=0.0)}
 
 
-def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, retain_memory: bool) -> dict:
+def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, model: str,
+            retain_memory: bool) -> dict:
     """Runs in the child process: compile once, then time `steps` steps on every visible device."""
     from ser_jax import host_memory
 
@@ -36,6 +46,10 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, re
     from ser_jax.features import FeatureConfig
 
     config = config_files.load_py(config_path)
+    if model == "peer":
+        with config.unlocked():
+            for section, values in PEER_SETTINGS.items():
+                config[section].update(values)
     features = FeatureConfig(n_mels=mels, pitch=config.features.pitch)
     tx = train.create_optimizer(config.optim, 1000)
     graphdef, state = train.create_train_state(config, num_classes=8, features=features, tx=tx)
@@ -60,7 +74,8 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, re
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
     median = float(np.median(times))
-    return {"devices": jax.device_count(), "host_memory": "retained" if retained else "default", "batch": batch,
+    return {"model": model, "parameters": sum(x.size for x in jax.tree.leaves(state.params)),
+            "devices": jax.device_count(), "host_memory": "retained" if retained else "default", "batch": batch,
             "frames": frames, "mels": mels, "compile_s": round(compile_s, 2), "step_ms_median": round(1e3 * median, 1),
             "samples_per_s": round(batch / median, 1)}
 
@@ -68,6 +83,7 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, re
 def run_child(devices: int, args, retain_memory: bool = True) -> dict:
     return child.run(__file__, ["--child", "--batch", str(args.batch), "--frames", str(args.frames), "--mels",
                                 str(args.mels), "--steps", str(args.steps), "--config", args.config,
+                                "--model", args.model,
                                 "--retain_memory" if retain_memory else "--no-retain_memory"],
                      env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
 
@@ -87,18 +103,26 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--devices", default="1,8", help="Fake CPU device counts to measure.")
     p.add_argument("--config", default=os.path.join(REPO, "configs", "cnn_bilstm.py"))
+    p.add_argument("--model", choices=("recipe", "peer"), default="recipe",
+                   help="recipe: the model and step configs/cnn_bilstm.py trains; peer: configured as torch_peer.py.")
     p.add_argument("--torch_python", default="", help="A python with torch, to run the PyTorch peer beside.")
-    p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "train_throughput.json"))
+    p.add_argument("--out", default="", help="Default: benchmarks/results/train_throughput[_peer].json.")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--retain_memory", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.torch_python and args.model != "peer":
+        p.error("--torch_python needs --model=peer: the peer's model is nearly 5 times the recipe's, so only the peer "
+                "configuration gives a ratio of equal work")
     if args.child:
-        child.reply(measure(args.batch, args.frames, args.mels, args.steps, args.config, args.retain_memory))
+        child.reply(measure(args.batch, args.frames, args.mels, args.steps, args.config, args.model,
+                            args.retain_memory))
         return
+    suffix = "_peer" if args.model == "peer" else ""
+    args.out = args.out or os.path.join(REPO, "benchmarks", "results", f"train_throughput{suffix}.json")
     devices = [int(d) for d in args.devices.split(",")]
     results = {"jax": [run_child(d, args) for d in devices] + [run_child(devices[0], args, retain_memory=False)]}
     for r in results["jax"]:
-        print(f"JAX   {r['devices']} device(s), {r['host_memory']} host memory: {r['samples_per_s']:7.1f} samples/s "
+        print(f"JAX   {r['model']} model ({r['parameters']:,} parameters), {r['devices']} device(s), {r['host_memory']} host memory: {r['samples_per_s']:7.1f} samples/s "
               f"({r['step_ms_median']:.0f} ms/step at batch {r['batch']}x{r['frames']}x{r['mels']}), "
               f"compile {r['compile_s']:.1f} s")
     if args.torch_python:
