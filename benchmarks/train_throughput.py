@@ -118,11 +118,12 @@ def main():
                             args.retain_memory))
         return
     suffix = "_peer" if args.model == "peer" else ""
-    args.out = args.out or os.path.join(REPO, "benchmarks", "results", f"train_throughput{suffix}.json")
+    out = args.out or os.path.join(REPO, "benchmarks", "results", f"train_throughput{suffix}.json")
     devices = [int(d) for d in args.devices.split(",")]
     results = {"jax": [run_child(d, args) for d in devices] + [run_child(devices[0], args, retain_memory=False)]}
     for r in results["jax"]:
-        print(f"JAX   {r['model']} model ({r['parameters']:,} parameters), {r['devices']} device(s), {r['host_memory']} host memory: {r['samples_per_s']:7.1f} samples/s "
+        print(f"JAX   {r['model']} model ({r['parameters']:,} parameters), {r['devices']} device(s), "
+              f"{r['host_memory']} host memory: {r['samples_per_s']:7.1f} samples/s "
               f"({r['step_ms_median']:.0f} ms/step at batch {r['batch']}x{r['frames']}x{r['mels']}), "
               f"compile {r['compile_s']:.1f} s")
     if args.torch_python:
@@ -131,7 +132,7 @@ def main():
         torch_rate = results["torch"]["samples_per_s"]
         results["ratio_jax_1_device_over_torch"] = round(results["jax"][0]["samples_per_s"] / torch_rate, 2)
         print(f"JAX (1 device) / PyTorch: {results['ratio_jax_1_device_over_torch']}x")
-    report.save(results, args.out)
+    report.save(results, out)
 
 
 if __name__ == "__main__":
