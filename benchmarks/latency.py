@@ -101,7 +101,8 @@ def _breakdown(predictor, wave, n, iters: int) -> dict:
     frontend = jax.jit(functools.partial(classify.window_features, features=info.features, mean=info.mean,
                                          std=info.std))
     model = jax.jit(functools.partial(classify.classify_mel, predictor.graphdef, params, stats,
-                                      speeds=info.test_time_speeds, bins=warping.MelBins.of(info.features, info.std)))
+                                      speeds=info.test_time_speeds, bins=warping.MelBins.of(info.features, info.std),
+                                      prior_offset=info.prior_offset()))
     mel, lengths = frontend(wave, n)
     return {"frontend": _time(lambda: jax.block_until_ready(frontend(wave, n)), iters),
             "model": _time(lambda: jax.block_until_ready(model(mel, lengths)), iters),

@@ -88,7 +88,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     # streaming, export and serving all do the same: every clip is also played at these rates (as
     # speed perturbation plays it in training) and the probabilities averaged; () reads the clip as
     # it is. One model pass per rate.
-    c.inference = ml_collections.ConfigDict(dict(test_time_speeds=(0.9, 0.95, 1.0, 1.05, 1.1)))
+    # prior_correction: the probabilities are divided by the training class frequencies to this power
+    # (then renormalised): at 1 the model decides as if every emotion were equally common, which is
+    # what UA scores (RAVDESS has half as many neutral clips as of each other emotion); 0: the
+    # training mix's odds. Free at inference: one addition to the log-probabilities.
+    c.inference = ml_collections.ConfigDict(dict(test_time_speeds=(0.9, 0.95, 1.0, 1.05, 1.1),
+                                                 prior_correction=1.0))
     # Evaluation (--mode=eval): empty fields default to the training dataset's test split. A split
     # that several prepared datasets under data_dir hold (each K-fold one has a fold1) names its
     # dataset too: split="folds6/fold1".
@@ -96,6 +101,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     # among them alone and examples of other emotions are left out.
     # test_time_speeds: read the model at these rates instead of its recorded ones (() : one pass), to
     # measure what the averaging buys or what a deployment overriding it would score.
+    # prior_correction: read the model with this correction instead of its recorded one (0: none).
     c.eval = ml_collections.ConfigDict(dict(data_dir="", corpus="", split="", checkpoint="best", output_dir="",
-                                            classes="", test_time_speeds=placeholder(tuple)))
+                                            classes="", test_time_speeds=placeholder(tuple),
+                                            prior_correction=placeholder(float)))
     return c

@@ -1,7 +1,8 @@
 """Pure inference functions shared by the predictor, streaming, export and the latency benchmark.
 
 * `log_probabilities`: the model's class log-probabilities, averaged over the clip played at several
-  speeds where the model was trained to be read that way (`ModelInfo.test_time_speeds`).
+  speeds where the model was trained to be read that way (`ModelInfo.test_time_speeds`), and
+  corrected for the training class prior where it records one (`ModelInfo.prior_offset`).
 * `classify_mel`: normalised log-Mel (batch, frames, mels) and true lengths -> probabilities.
 * `window_features` / `window_probabilities`: fixed-length waveform windows -> log-Mel and, if the
   model has them, prosody columns (JAX) ->
@@ -29,8 +30,11 @@ from ser_jax.warping import MelBins, change_speed
 
 
 def log_probabilities(model: nnx.Module, mel: jax.Array, lengths: jax.Array, *, speeds: Sequence[float] = (),
-                      bins: MelBins | None = None) -> jax.Array:
+                      bins: MelBins | None = None, prior_offset: np.ndarray | None = None) -> jax.Array:
     """(batch, classes) log-probabilities of the model in inference mode.
+
+    `prior_offset` (classes,) is added to them before they are renormalised: -log of the training
+    class frequencies turns the model's odds into those of equally common classes.
 
     With `speeds`, the clip is played at each of those rates (as speed perturbation plays it in
     training: durations divided, frequencies and F0 multiplied; `bins` describes the columns) and the
@@ -38,6 +42,14 @@ def log_probabilities(model: nnx.Module, mel: jax.Array, lengths: jax.Array, *, 
     hears at all of them, not at the one rate the speaker happened to use. All rates go through the
     model as one batch, padded so the slowest still fits.
     """
+    log_p = _averaged_log_probabilities(model, mel, lengths, speeds, bins)
+    if prior_offset is None:
+        return log_p
+    return jax.nn.log_softmax(log_p + jnp.asarray(prior_offset, log_p.dtype), axis=-1)
+
+
+def _averaged_log_probabilities(model: nnx.Module, mel: jax.Array, lengths: jax.Array, speeds: Sequence[float],
+                                bins: MelBins | None) -> jax.Array:
     if not speeds:
         return jax.nn.log_softmax(model(mel, lengths, train=False), axis=-1)
     if bins is None:
@@ -52,10 +64,11 @@ def log_probabilities(model: nnx.Module, mel: jax.Array, lengths: jax.Array, *, 
 
 
 def classify_mel(graphdef: nnx.GraphDef, params, batch_stats, mel: jax.Array, lengths: jax.Array, *,
-                 speeds: Sequence[float] = (), bins: MelBins | None = None) -> jax.Array:
+                 speeds: Sequence[float] = (), bins: MelBins | None = None,
+                 prior_offset: np.ndarray | None = None) -> jax.Array:
     """Normalised log-Mel (batch, frames, mels) and true frame counts -> (batch, classes) probabilities."""
     model = nnx.merge(graphdef, params, batch_stats)
-    return jnp.exp(log_probabilities(model, mel, lengths, speeds=speeds, bins=bins))
+    return jnp.exp(log_probabilities(model, mel, lengths, speeds=speeds, bins=bins, prior_offset=prior_offset))
 
 
 def window_features(waveform: jax.Array, num_samples: jax.Array, *, features: FeatureConfig, mean, std
@@ -81,11 +94,12 @@ def window_features(waveform: jax.Array, num_samples: jax.Array, *, features: Fe
 
 
 def window_probabilities(graphdef: nnx.GraphDef, params, batch_stats, waveform: jax.Array, num_samples: jax.Array,
-                         *, features: FeatureConfig, mean, std, speeds: Sequence[float] = ()) -> jax.Array:
+                         *, features: FeatureConfig, mean, std, speeds: Sequence[float] = (),
+                         prior_offset: np.ndarray | None = None) -> jax.Array:
     """(batch, window samples) waveform at the training rate -> (batch, classes) probabilities."""
     mel, lengths = window_features(waveform, num_samples, features=features, mean=mean, std=std)
     return classify_mel(graphdef, params, batch_stats, mel, lengths, speeds=speeds,
-                        bins=MelBins.of(features, std))
+                        bins=MelBins.of(features, std), prior_offset=prior_offset)
 
 
 def window_classifier(info: ModelInfo, graphdef: nnx.GraphDef, params, batch_stats) -> Callable:
@@ -96,4 +110,5 @@ def window_classifier(info: ModelInfo, graphdef: nnx.GraphDef, params, batch_sta
     """
     params, batch_stats = jax.device_get((params, batch_stats))
     return functools.partial(window_probabilities, graphdef, params, batch_stats, features=info.features,
-                             mean=np.asarray(info.mean), std=np.asarray(info.std), speeds=info.test_time_speeds)
+                             mean=np.asarray(info.mean), std=np.asarray(info.std), speeds=info.test_time_speeds,
+                             prior_offset=info.prior_offset())

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from ser_jax.classify import window_classifier
-from ser_jax.predictor import Predictor, add_speeds_argument
+from ser_jax.predictor import Predictor, add_reading_arguments, reading
 from ser_jax.serving import FORMAT_VERSION, metadata_path
 
 EXPORT_DIR = "export"
@@ -62,6 +62,7 @@ def metadata(predictor: Predictor, exported: jax.export.Exported, window_samples
         "platforms": list(exported.platforms),
         "features": {k: getattr(info.features, k) for k in info.features.__dataclass_fields__},
         "test_time_speeds": list(info.test_time_speeds),  # Baked into the function: its cost per window.
+        "prior_correction": info.prior_correction,  # Baked in too: probabilities as if classes were equally common.
         "workdir": os.path.abspath(workdir) if workdir else None,
         "step": predictor.step,
         "jax_version": jax.__version__,
@@ -89,13 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=3.0, help="window length in seconds")
     p.add_argument("--batch", type=int, default=0, help="0: symbolic batch dimension; N: fixed batch of N")
     p.add_argument("--platforms", default="", help="comma-separated, e.g. cpu,cuda (default: this machine's backend)")
-    add_speeds_argument(p)
+    add_reading_arguments(p)
     p.add_argument("--output", default="", help=f"output file (default <workdir>/{EXPORT_DIR}/{EXPORT_FILE})")
     args = p.parse_args(argv)
     from absl import logging
 
     logging.set_verbosity(logging.ERROR)
-    predictor = Predictor.from_workdir(args.workdir, args.checkpoint, test_time_speeds=args.test_time_speeds)
+    predictor = Predictor.from_workdir(args.workdir, args.checkpoint, **reading(args))
     window = int(round(args.window * predictor.sample_rate))
     platforms = [s.strip() for s in args.platforms.split(",") if s.strip()] or None
     exported = export_window(predictor, window, batch=args.batch, platforms=platforms)

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ser_jax import audio, streaming
-from ser_jax.predictor import Predictor, add_speeds_argument
+from ser_jax.predictor import Predictor, add_reading_arguments, reading
 from ser_jax.tables import format_row
 
 
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "jsonl", "csv"], default=None,
                    help="output format (default: from --output's extension, else table)")
     p.add_argument("--batch_size", type=int, default=16, help="whole files per model call")
-    add_speeds_argument(p)
+    add_reading_arguments(p)
     p.add_argument("--chunk", type=int, default=64, help="files decoded per step of the whole-file mode")
     g = p.add_argument_group("streaming")
     g.add_argument("--stream", action="store_true", help="sliding-window estimates every --hop instead of one per file")
@@ -233,11 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.set_verbosity(logging.ERROR)  # Orbax logs every restore (and read-only warnings).
     if args.model:
-        predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size,
-                                              test_time_speeds=args.test_time_speeds)
+        predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size, **reading(args))
     else:
         predictor = Predictor.from_workdir(args.workdir, args.checkpoint, batch_size=args.batch_size,
-                                           test_time_speeds=args.test_time_speeds)
+                                           **reading(args))
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", newline="")
     try:
         return (_stream if args.stream else _predict_files)(predictor, args, out)

@@ -38,8 +38,9 @@ def _rows(n: int, batch_size: int) -> int:
     return min(batch_size, 1 << max(n - 1, 0).bit_length())
 
 
-def add_speeds_argument(parser: argparse.ArgumentParser) -> None:
-    """--test_time_speeds, for the command lines that load a Predictor (predict, serve, export)."""
+def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
+    """--test_time_speeds and --prior_correction, for the command lines that load a Predictor
+    (predict, serve, export); `reading(args)` turns them into the Predictor's keyword arguments."""
 
     def speeds(text: str) -> tuple[float, ...]:
         try:
@@ -53,6 +54,24 @@ def add_speeds_argument(parser: argparse.ArgumentParser) -> None:
                         help="read every clip or window at these rates instead of the ones recorded with the "
                              "model ('none': one pass, the clip as it is; fewer rates, less latency)")
 
+    def strength(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value >= 0:
+            raise argparse.ArgumentTypeError(f"expected a number >= 0 (0: no correction), got {text!r}")
+        return value
+
+    parser.add_argument("--prior_correction", type=strength, default=None,
+                        help="divide the probabilities by the training class frequencies to this power instead of "
+                             "the recorded one (0: the training mix's odds; 1: every emotion equally likely)")
+
+
+def reading(args: argparse.Namespace) -> dict:
+    """The Predictor keyword arguments of `add_reading_arguments`' flags."""
+    return {"test_time_speeds": args.test_time_speeds, "prior_correction": args.prior_correction}
+
 
 class Predictor:
     """A trained model ready for inference on one device.
@@ -62,14 +81,17 @@ class Predictor:
 
     def __init__(self, info: ModelInfo, graphdef: nnx.GraphDef, params, batch_stats, *,
                  bucket_frames: int = BUCKET_FRAMES, batch_size: int = 16, device: jax.Device | None = None,
-                 test_time_speeds: Sequence[float] | None = None):
+                 test_time_speeds: Sequence[float] | None = None, prior_correction: float | None = None):
         """`test_time_speeds` replaces the rates the model was trained to be read at (None: keep them;
-        (): one pass per clip or window, giving up the averaging's accuracy for latency)."""
+        (): one pass per clip or window, giving up the averaging's accuracy for latency);
+        `prior_correction` the recorded correction for the training class prior (None: keep it)."""
         if info.speaker_normalized:
             raise ValueError("this model was trained with transductive per-speaker normalisation "
                              "(data.transductive_speaker_norm): it needs each speaker's other clips, so it is "
                              "for evaluation (python -m ser_jax.main --mode=eval) only; deploy an inductive model")
         self.info = info if test_time_speeds is None else info.with_speeds(test_time_speeds)
+        if prior_correction is not None:
+            self.info = self.info.with_prior_correction(prior_correction)
         self.graphdef = graphdef
         self.device = device or jax.local_devices()[0]
         self.params, self.batch_stats = jax.device_put((params, batch_stats), self.device)
@@ -77,7 +99,7 @@ class Predictor:
         self.step: int | None = None
         self._classify = jax.jit(functools.partial(
             classify_mel, graphdef, speeds=self.info.test_time_speeds,
-            bins=MelBins.of(self.info.features, self.info.std)))
+            bins=MelBins.of(self.info.features, self.info.std), prior_offset=self.info.prior_offset()))
         self._windows: dict[int, Callable] = {}
 
     @classmethod

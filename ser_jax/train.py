@@ -139,6 +139,12 @@ def balanced_class_weights(frequencies: np.ndarray) -> np.ndarray:
     return (1.0 / (len(frequencies) * frequencies)).astype(np.float32)
 
 
+def training_prior(frequencies: np.ndarray, class_weights: np.ndarray | None) -> tuple[float, ...]:
+    """The class frequencies as the loss sees them: the drawn ones, reweighted by `class_weights`."""
+    seen = frequencies if class_weights is None else frequencies * class_weights
+    return tuple(float(p) for p in seen / seen.sum())
+
+
 def update_ema(ema_params: nnx.State, params: nnx.State, step: jax.Array, decay: float) -> nnx.State:
     """Exponential moving average of the weights, `params` itself when `decay` is 0.
 
@@ -177,7 +183,7 @@ class Steps:
     """The jitted train step for one mesh: state replicated, batches split along "data"."""
 
     def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_bins: MelBins, *, total_steps: int,
-                 class_weights: np.ndarray | None = None):
+                 class_weights: np.ndarray | None = None, prior_offset: np.ndarray | None = None):
         self.replicated = mesh.replicated(device_mesh)
         self.batch_sharding = mesh.batch_sharding(device_mesh)
         self.train = jax.jit(
@@ -187,7 +193,7 @@ class Steps:
             donate_argnums=0)
         # Validation reads the model as evaluation and deployment will (test-time speeds included).
         self.evaluator = Evaluator(device_mesh, graphdef, speeds=tuple(config.inference.test_time_speeds),
-                                   bins=mel_bins)
+                                   bins=mel_bins, prior_offset=prior_offset)
 
     def global_batch(self, local_batch: dict) -> dict:
         return mesh.global_batch(self.batch_sharding, local_batch)
@@ -272,10 +278,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mean, std = datasets.normalization(corpora)
     features = corpora[0].dataset.features
     speaker_norm = config.data.transductive_speaker_norm
+    weights = datasets.sampling_weights(config, corpora)
+    frequencies = datasets.class_frequencies(corpora, class_names, weights)
+    class_weights = balanced_class_weights(frequencies) if config.train.class_balance else None
     info = model_info.ModelInfo(class_names=class_names, features=features, mean=mean, std=std,
                                 corpora=[{"corpus": c.corpus, "path": c.dataset.path, "splits": c.splits}
                                          for c in corpora], speaker_normalized=speaker_norm,
-                                test_time_speeds=tuple(config.inference.test_time_speeds))
+                                test_time_speeds=tuple(config.inference.test_time_speeds),
+                                class_prior=training_prior(frequencies, class_weights),
+                                prior_correction=config.inference.prior_correction)
     if jax.process_index() == 0:
         info.save(workdir)
         config_files.save_to_workdir(config, workdir)
@@ -291,11 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # The adversary tells apart every training speaker of every corpus ("corpus/speaker").
     speakers = datasets.training_speakers(corpora) if config.train.speaker_adversary else []
     graphdef, state = create_train_state(config, len(class_names), features, tx, num_speakers=len(speakers))
-    weights = datasets.sampling_weights(config, corpora)
-    class_weights = (balanced_class_weights(datasets.class_frequencies(corpora, class_names, weights))
-                     if config.train.class_balance else None)
     steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names), MelBins.of(features, std),
-                  total_steps=total_steps, class_weights=class_weights)
+                  total_steps=total_steps, class_weights=class_weights, prior_offset=info.prior_offset())
     state = steps.place_state(state)
 
     teacher_targets = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import csv
 import json
 import os
 
@@ -12,6 +13,7 @@ import pytest
 from configs.base import get_base_config
 from data_prep.corpora import synthetic
 from ser_jax import dataset_format, datasets, evaluate, input_pipeline, train
+from ser_jax.ensemble import FIXED_COLUMNS
 from ser_jax.model_info import ModelInfo
 
 EMOTIONS = ["neutral", "calm", "angry", "sad"]  # TESS has no calm: the union has it from RAVDESS only.
@@ -51,9 +53,30 @@ def test_ravdess_and_tess_train_on_the_union_and_tess_only_trains(corpora, tmp_p
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f if "train/loss" in line]
     assert max(steps) == (4 * 4 + 2 * 3) // 8
+    # The class prior the correction divides by: 6 neutral, 4 calm (RAVDESS only), 6 sad, 6 angry.
+    assert info.class_prior == pytest.approx(np.array([6, 4, 6, 6]) / 22) and info.prior_correction == 1.0
     report = evaluate.evaluate(config, workdir)
     assert [d["splits"] for d in report["datasets"]] == [["test"]]  # TESS gives no test speakers.
     assert set(report["by_corpus"]) == {"ravdess"}
+    assert report["prior_correction"] == 1.0
+
+    # Read without the correction (reported beside it): the corrected probabilities are these divided
+    # by the prior, renormalised, so the rarely drawn calm gains against the other three.
+    with config.unlocked():
+        config.eval.prior_correction = 0.0
+    raw = evaluate.evaluate(config, workdir)
+    assert raw["prior_correction"] == 0.0 and raw["output_dir"] == report["output_dir"].replace("_step", "_prior0_step")
+    corrected, uncorrected = (_probabilities(os.path.join(r["output_dir"], "predictions.csv"))
+                              for r in (report, raw))
+    expected = uncorrected / np.asarray(info.class_prior)
+    np.testing.assert_allclose(corrected, expected / expected.sum(1, keepdims=True), atol=2e-5)
+    assert np.all(corrected[:, 1] > uncorrected[:, 1])
+
+
+def _probabilities(predictions_csv: str) -> np.ndarray:
+    with open(predictions_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    return np.array([[float(p) for p in row[len(FIXED_COLUMNS):]] for row in rows[1:]])
 
 
 def test_two_evaluated_corpora_get_metrics_each(corpora, tmp_path):
@@ -64,6 +87,7 @@ def test_two_evaluated_corpora_get_metrics_each(corpora, tmp_path):
     last = train.train_and_evaluate(config, workdir)
     assert {"val/ravdess/ua", "val/crema_d/ua", "val/ravdess/accuracy", "val/crema_d/accuracy"} <= set(last)
     assert last["val/ua"] == pytest.approx((last["val/ravdess/ua"] + last["val/crema_d/ua"]) / 2)
+    assert ModelInfo.load(workdir).class_prior == pytest.approx([0.25] * 4)  # Balanced: the loss sees them alike.
     report = evaluate.evaluate(config, workdir)
     assert set(report["per_corpus"]) == {"ravdess", "crema_d"}
     for corpus, m in report["per_corpus"].items():

@@ -229,6 +229,62 @@ def test_test_time_speeds_are_applied_alike_by_evaluation_prediction_and_export(
         Predictor.from_workdir(str(workdir))
 
 
+def test_the_prior_correction_is_applied_alike_by_prediction_streaming_and_export(trained, predictor, held_out,
+                                                                                   tmp_path, capsys):
+    """A model recorded with a training class prior and a correction divides its probabilities by the
+    prior (renormalised) wherever it is read; older models, which record none, read as they always did."""
+    prior = (0.1, 0.9)  # As if angry had been drawn nine times as often as sad.
+    workdir = tmp_path / "prior"
+    shutil.copytree(trained, workdir)
+    info_path = workdir / "model_info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "class_prior": list(prior), "prior_correction": 1.0}))
+    corrected = Predictor.from_workdir(str(workdir))
+    assert corrected.info.class_prior == prior and corrected.info.prior_correction == 1.0
+
+    plain = predictor.probabilities(held_out.mels[:4])
+    expected = plain / np.asarray(prior)
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(corrected.probabilities(held_out.mels[:4]), expected, atol=1e-5)
+    assert np.abs(expected - plain).max() > 0.05
+
+    window = int(WINDOW_S * corrected.sample_rate)
+    clip = sf.read(held_out.metadata["path"][0], dtype="float32")[0][:window]
+    wave, n = np.pad(clip, (0, window - clip.size)), np.array([clip.size])
+    raw = np.asarray(_window_fn(predictor)(wave[None], n))[0]
+    in_process = np.asarray(corrected.window_function(window)(wave[None], n))[0]
+    np.testing.assert_allclose(in_process, raw / np.asarray(prior) / np.sum(raw / np.asarray(prior)), atol=1e-5)
+    exported = export.export_window(corrected, window)
+    served = serving.ExportedClassifier(jax.export.deserialize(exported.serialize()))
+    np.testing.assert_allclose(served(wave, clip.size), in_process, atol=1e-5)
+    assert export.metadata(corrected, exported, window, 0)["prior_correction"] == 1.0
+
+    # A deployment may read the model with the training mix's odds instead: --prior_correction 0.
+    out = tmp_path / "uncorrected.jsonl"
+    path = held_out.metadata["path"][0]
+    assert predict.main(["--workdir", str(workdir), "--prior_correction", "0", "--output", str(out), path]) == 0
+    row = json.loads(out.read_text())
+    np.testing.assert_allclose([row["probabilities"][c] for c in corrected.class_names],
+                               list(dict(predictor.predict_files([path]))[path]["probabilities"].values()), atol=1e-5)
+    with pytest.raises(SystemExit):
+        predict.build_parser().parse_args(["--workdir", str(workdir), "--prior_correction", "-1", path])
+    assert "expected a number >= 0" in capsys.readouterr().err
+
+    # 0 reads the model's own odds; a correction with no prior to divide by is refused, naming the file.
+    info_path.write_text(json.dumps({**info, "class_prior": list(prior), "prior_correction": 0.0}))
+    np.testing.assert_allclose(Predictor.from_workdir(str(workdir)).probabilities(held_out.mels[:4]), plain,
+                               atol=1e-6)
+    older = {k: v for k, v in info.items() if k not in ("class_prior", "prior_correction")}  # Recorded neither.
+    info_path.write_text(json.dumps(older))
+    assert ModelInfo.load(str(workdir)).prior_offset() is None
+    info_path.write_text(json.dumps({**older, "prior_correction": 1.0}))
+    with pytest.raises(ValueError, match="model_info.json: prior_correction must be >= 0 and needs the training"):
+        Predictor.from_workdir(str(workdir))
+    info_path.write_text(json.dumps({**info, "class_prior": [1.0, 0.0], "prior_correction": 1.0}))
+    with pytest.raises(ValueError, match=r"never seen in training: \['angry'\]"):
+        Predictor.from_workdir(str(workdir))
+
+
 def test_exported_conformer_equals_the_in_process_one():
     """The conformer through the window function and `jax.export`; random weights export as trained ones do."""
     features = FeatureConfig(n_mels=24, pitch=False)  # The session's model has prosody; this one the log-Mel alone.

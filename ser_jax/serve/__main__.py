@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from ser_jax.predictor import Predictor, add_speeds_argument
+from ser_jax.predictor import Predictor, add_reading_arguments, reading
 from ser_jax.serve import batcher
 from ser_jax.serve.limits import Limits
 from ser_jax.serve.server import serve
@@ -17,9 +17,9 @@ from ser_jax.serve.service import Service
 def load_predictor(args: argparse.Namespace) -> tuple[Predictor, str]:
     """The model to serve and where it came from; the one place a new model source plugs in."""
     if args.model:
-        return (Predictor.from_pretrained(args.model, test_time_speeds=args.test_time_speeds),
+        return (Predictor.from_pretrained(args.model, **reading(args)),
                 f"packaged model {args.model}")
-    return (Predictor.from_workdir(args.workdir, args.checkpoint, test_time_speeds=args.test_time_speeds),
+    return (Predictor.from_workdir(args.workdir, args.checkpoint, **reading(args)),
             f"{args.workdir} ({args.checkpoint} checkpoint)")
 
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--window", type=float, default=3.0, help="streaming window, seconds")
     p.add_argument("--hop", type=float, default=0.5, help="seconds between a stream's estimates")
-    add_speeds_argument(p)
+    add_reading_arguments(p)
     g = p.add_argument_group("micro-batching")
     g.add_argument("--buckets", type=_buckets, default=batcher.BUCKETS,
                    help="batch sizes compiled for the window model; a batch is padded to the next one")

@@ -17,13 +17,13 @@ from ser_jax.serve.limits import Limits
 
 
 def model_version(predictor: Predictor) -> str:
-    """A short hash of the weights, statistics and test-time rates: two servers answer alike iff their
-    versions match."""
+    """A short hash of the weights, statistics, test-time rates and prior correction: two servers answer
+    alike iff their versions match."""
     digest = hashlib.sha256()
     info = predictor.info
     for leaf in jax.tree.leaves(jax.device_get((predictor.params, predictor.batch_stats, info.mean, info.std))):
         digest.update(np.ascontiguousarray(leaf).tobytes())
-    digest.update(repr(info.test_time_speeds).encode())
+    digest.update(repr((info.test_time_speeds, info.class_prior, info.prior_correction)).encode())
     return digest.hexdigest()[:12]
 
 
@@ -84,5 +84,6 @@ class Service:
                 "features": {"n_mels": self.predictor.features.n_mels,
                              "min_samples": self.predictor.features.win_length},
                 "test_time_speeds": list(self.predictor.info.test_time_speeds),
+                "prior_correction": self.predictor.info.prior_correction,
                 "batching": {"buckets": list(self.batcher.buckets), "max_wait_ms": self.batcher.max_wait_s * 1e3,
                              "workers": self.batcher.workers}}
