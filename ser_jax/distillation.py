@@ -18,6 +18,8 @@ session 18), so it is a setting, not the recipe.
 from __future__ import annotations
 
 import glob
+import json
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -56,11 +58,27 @@ def soften(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+def _check_uncorrected(path: str) -> None:
+    """Refuses predictions that evaluation divided by the teacher's class prior (its report.json,
+    written beside them, says so): the student learns its training mix's odds, labels and teachers
+    alike, and corrects them once itself; corrected teachers would have it correct twice."""
+    report = os.path.join(os.path.dirname(path), "report.json")
+    if not os.path.exists(report):
+        return
+    with open(report) as f:
+        correction = json.load(f).get("prior_correction", 0.0)
+    if correction:
+        raise ValueError(f"{path}: the teacher's probabilities were divided by its class prior (prior_correction "
+                         f"{correction} in {report}); score the teacher again with "
+                         "--config.eval.prior_correction=0, so the student learns the odds it corrects itself")
+
+
 def _read_teacher(pieces: Sequence[str], class_names: Sequence[str]) -> dict[str, np.ndarray]:
     """Clip path -> one teacher's probabilities over `class_names`, from the files it is made of."""
     rows: dict[str, np.ndarray] = {}
     scored_by: dict[str, str] = {}
     for path in pieces:
+        _check_uncorrected(path)
         names, _, probabilities = read_predictions(path)
         if missing := [c for c in class_names if c not in names]:
             raise ValueError(f"{path}: the teacher has no probability for the student's classes {missing} "

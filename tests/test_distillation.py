@@ -4,6 +4,7 @@ training batches into the loss."""
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -83,3 +84,19 @@ def test_a_cross_fitted_teacher_is_pieced_from_disjoint_files_and_averaged_with_
     with pytest.raises(ValueError, match=r"overlap\.csv and .*y\.csv both score 1 clips.*disjoint"):
         distillation.teacher_targets([[piece_x, piece_y, overlap]], TEACHER_CLASSES, temperature=1.0,
                                      clips=["x.wav", "y.wav"])
+
+
+def test_teachers_read_with_a_prior_correction_are_refused(tmp_path):
+    """Evaluation writes report.json beside predictions.csv: a teacher scored with its class prior
+    divided out would have the student correct twice, so it must be scored with the correction off."""
+    for correction in (1.0, 0.0):
+        folder = tmp_path / f"prior{correction:g}"
+        folder.mkdir()
+        a = _write(folder / "predictions.csv", {"x.wav": [0.5, 0.2, 0.2, 0.1]})
+        (folder / "report.json").write_text(json.dumps({"prior_correction": correction}))
+        if correction:
+            with pytest.raises(ValueError, match=r"prior1/predictions\.csv: .*--config\.eval\.prior_correction=0"):
+                distillation.teacher_targets([[a]], TEACHER_CLASSES, temperature=1.0, clips=["x.wav"])
+        else:
+            targets = distillation.teacher_targets([[a]], TEACHER_CLASSES, temperature=1.0, clips=["x.wav"])
+            np.testing.assert_allclose(targets["x.wav"], [0.5, 0.2, 0.2, 0.1], atol=1e-6)
