@@ -56,12 +56,11 @@ def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
 
     def strength(text: str) -> float:
         try:
-            value = float(text)
+            if (value := float(text)) >= 0:
+                return value
         except ValueError:
-            value = -1.0
-        if not value >= 0:
-            raise argparse.ArgumentTypeError(f"expected a number >= 0 (0: no correction), got {text!r}")
-        return value
+            pass
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0: no correction), got {text!r}")
 
     parser.add_argument("--prior_correction", type=strength, default=None,
                         help="divide the probabilities by the training class frequencies to this power instead of "

@@ -161,6 +161,10 @@ def test_model_health_and_page(server, predictor):
     read_faster = Predictor(predictor.info, predictor.graphdef, predictor.params, predictor.batch_stats,
                             test_time_speeds=(1.0, 1.1))
     assert service.model_version(read_faster) != model["model_version"]  # Other answers, another version.
+    assert model["prior_correction"] == predictor.info.prior_correction == 1.0  # The recipe's, as trained.
+    uncorrected = Predictor(predictor.info, predictor.graphdef, predictor.params, predictor.batch_stats,
+                            prior_correction=0.0)
+    assert service.model_version(uncorrected) != model["model_version"]
     assert model["batching"]["buckets"] == [1, 4]
     assert httpx.get(server + "/healthz").json()["status"] == "ok"
     page = httpx.get(server + "/")
