@@ -9,6 +9,7 @@ across JAX versions.
 
     python -m ser_jax.pretrained                                    # lists the packaged models
     python -m ser_jax.pretrained --workdir DIR --name NAME [--checkpoint best] [--card card.md]
+    python -m ser_jax.pretrained --workdir DIR1,DIR2,DIR3 --name NAME  # their ensemble, as one model
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import ml_collections
@@ -27,7 +28,7 @@ from flax import nnx
 
 from ser_jax.model_info import ModelInfo
 from ser_jax.models import create_model
-from ser_jax.trained_model import TrainedModel
+from ser_jax.trained_model import TrainedModel, ensemble
 
 PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 WEIGHTS, MODEL_CONFIG, CARD = "weights.npz", "model.json", "MODEL_CARD.md"
@@ -47,7 +48,7 @@ def _leaves(prefix: str, state: nnx.State) -> tuple[list[tuple[str, object]], ob
     return list(zip(keys, (leaf for _, leaf in leaves))), treedef
 
 
-def save(model: TrainedModel, model_config: ml_collections.ConfigDict, out_dir: str,
+def save(model: TrainedModel, model_config: ml_collections.ConfigDict | Mapping, out_dir: str,
          card: str | None = None) -> str:
     """Writes `model` as a packaged model folder (replacing one that is there)."""
     if model.info.speaker_normalized:
@@ -58,7 +59,8 @@ def save(model: TrainedModel, model_config: ml_collections.ConfigDict, out_dir: 
     os.makedirs(staging)
     model.info.save(staging)
     with open(os.path.join(staging, MODEL_CONFIG), "w") as f:
-        json.dump({"config": model_config.to_dict(), "step": model.step}, f, indent=1)
+        config = model_config.to_dict() if isinstance(model_config, ml_collections.ConfigDict) else model_config
+        json.dump({"config": config, "step": model.step}, f, indent=1)
     np.savez_compressed(os.path.join(staging, WEIGHTS), **{
         k: np.asarray(v) for prefix, state in (("params", model.params), ("batch_stats", model.batch_stats))
         for k, v in _leaves(prefix, state)[0]})
@@ -98,7 +100,8 @@ def load(name_or_dir: str) -> TrainedModel:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ser_jax.pretrained", description=__doc__.split("\n\n")[0])
-    p.add_argument("--workdir", help="training workdir to package (without it: list the packaged models)")
+    p.add_argument("--workdir", help="training workdir to package, or several (comma-separated) to package "
+                                     "their ensemble (without it: list the packaged models)")
     p.add_argument("--checkpoint", default="best", help="'best', 'latest' or a step number")
     p.add_argument("--name", help="the packaged model's name")
     p.add_argument("--out_dir", default=PACKAGE_DIR, help="where packaged models live")
@@ -114,14 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ser_jax import config_files
 
     logging.set_verbosity(logging.ERROR)
-    model = TrainedModel.load(args.workdir, args.checkpoint, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    workdirs = [w for w in args.workdir.split(",") if w]
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    models = [TrainedModel.load(w, args.checkpoint, sharding=device) for w in workdirs]
+    configs = [config_files.load_from_workdir(w).model.to_dict() for w in workdirs]
+    model, config = (models[0], configs[0]) if len(models) == 1 else ensemble(models, configs)
     card = None
     if args.card:
         with open(args.card) as f:
             card = f.read()
-    out = save(model, config_files.load_from_workdir(args.workdir).model, os.path.join(args.out_dir, args.name), card)
+    out = save(model, config, os.path.join(args.out_dir, args.name), card)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 2**20
-    print(f"Packaged step {model.step} of {args.workdir} as {out} ({size:.2f} MiB)")
+    what = ", ".join(f"step {m.step} of {w}" for m, w in zip(models, workdirs))
+    print(f"Packaged {what}{' as one ensemble' if len(models) > 1 else ''}: {out} ({size:.2f} MiB)")
     return 0
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 
 import jax
+import numpy as np
 from flax import nnx
 
 from ser_jax import checkpoints, config_files
@@ -55,3 +57,50 @@ class TrainedModel:
             mngr, step, checkpoints.abstract_like({"params": params, "batch_stats": batch_stats}, sharding))
         return cls(info, graphdef, restored["params"], restored["batch_stats"], step,
                    os.path.join(str(mngr.directory), str(step)))
+
+
+def ensemble(members: Sequence[TrainedModel], model_configs: Sequence[Mapping]) -> tuple[TrainedModel, dict]:
+    """One model whose probabilities are the mean of the members' (`ser_jax.models.ensemble`), and its
+    model config.
+
+    The members must be trained on the same data and read the same way: one label set, feature
+    settings, normalisation statistics, test-time speeds and prior correction serve them all, so any
+    difference is refused, naming the member's checkpoint and the setting.
+    """
+    if len(members) != len(model_configs) or len(members) < 2:
+        raise ValueError(f"an ensemble needs at least two members, each with its model config; got "
+                         f"{len(members)} models and {len(model_configs)} configs")
+    first = members[0]
+    for member in members[1:]:
+        if difference := _info_difference(first.info, member.info):
+            raise ValueError(f"{member.checkpoint} cannot join an ensemble with {first.checkpoint}: it differs in its {difference}; "
+                             "members must be trained on the same data and read the same way")
+    config = {"name": "ensemble", "members": [dict(c) for c in model_configs]}
+    features = first.info.features
+    abstract = nnx.eval_shape(lambda: create_model(config, num_classes=len(first.info.class_names),
+                                                   n_mels=features.n_mels, prosody=features.prosody_columns,
+                                                   rngs=nnx.Rngs(0)))
+    graphdef, params, batch_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+    for state, field in ((params, "params"), (batch_stats, "batch_stats")):
+        nnx.replace_by_pure_dict(state, {"members": {i: nnx.to_pure_dict(getattr(m, field))
+                                                     for i, m in enumerate(members)}})
+    model = TrainedModel(first.info, graphdef, params, batch_stats, step=max(m.step for m in members),
+                         checkpoint=",".join(m.checkpoint for m in members))
+    return model, config
+
+
+def _info_difference(a: ModelInfo, b: ModelInfo) -> str:
+    """What differs between two members' ModelInfo, in words ("" if nothing that matters does)."""
+    def corpora(info):
+        return [(c["corpus"], c.get("splits")) for c in info.corpora]  # Not the paths: each run may prepare its own copy.
+
+    checks = [("class names", a.class_names == b.class_names), ("feature settings", a.features == b.features),
+              ("normalisation statistics", a.mean.shape == b.mean.shape and np.allclose(a.mean, b.mean, rtol=1e-4)
+               and np.allclose(a.std, b.std, rtol=1e-4)),
+              ("training corpora and splits", corpora(a) == corpora(b)),
+              ("transductive speaker normalisation", a.speaker_normalized == b.speaker_normalized),
+              ("test-time speeds", a.test_time_speeds == b.test_time_speeds),
+              ("training class prior", len(a.class_prior) == len(b.class_prior)
+               and np.allclose(a.class_prior, b.class_prior, rtol=1e-4)),
+              ("prior correction", a.prior_correction == b.prior_correction)]
+    return ", ".join(name for name, same in checks if not same)

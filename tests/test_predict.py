@@ -473,3 +473,52 @@ def test_the_shipped_model_recognises_the_ravdess_actor_it_was_trained_on(ravdes
     correct = [results[p]["label"] == ravdess.parse(p).emotion for p in paths]
     # Actor 01 is in its training data: this checks the packaged weights and features, not generalisation.
     assert np.mean(correct) > 0.5
+
+
+def test_an_ensemble_reads_as_one_model_the_mean_of_its_members(trained, predictor, held_out, tmp_path):
+    """Packaged from several runs, an ensemble's probabilities are the mean of its members' (then the
+    prior correction they record, once); from the command line and the API alike. Members that were
+    trained on other data or read another way are refused."""
+    import dataclasses
+
+    from ser_jax import config_files, pretrained
+    from ser_jax.trained_model import ensemble
+
+    first = TrainedModel.load(trained)
+    # A second member that errs differently: the same network with its weights scaled.
+    second = dataclasses.replace(first, params=jax.tree.map(lambda p: 1.5 * p, first.params), checkpoint="second")
+    config = config_files.load_from_workdir(trained).model.to_dict()
+    pair, pair_config = ensemble([first, second], [config, config])
+    assert pair_config == {"name": "ensemble", "members": [config, config]}
+
+    mels = held_out.mels[:6]
+    each = [Predictor.from_trained(m, prior_correction=0).probabilities(mels) for m in (first, second)]
+    assert np.abs(each[0] - each[1]).max() > 0.05
+    np.testing.assert_allclose(Predictor.from_trained(pair, prior_correction=0).probabilities(mels),
+                               np.mean(each, axis=0), atol=1e-5)
+    prior = np.asarray(predictor.info.class_prior)
+    assert predictor.info.prior_correction == 1.0
+    expected = np.mean(each, axis=0) / prior
+    expected /= expected.sum(1, keepdims=True)
+    packaged = Predictor.from_pretrained(pretrained.save(pair, pair_config, str(tmp_path / "pair")))
+    np.testing.assert_allclose(packaged.probabilities(mels), expected, atol=1e-5)
+
+    # The command line packs workdirs: two copies of one model read exactly as that model.
+    made = subprocess.run([sys.executable, "-m", "ser_jax.pretrained", "--workdir", f"{trained},{trained}",
+                           "--name", "twice", "--out_dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert "as one ensemble" in made.stdout
+    np.testing.assert_allclose(Predictor.from_pretrained(str(tmp_path / "twice")).probabilities(mels),
+                               predictor.probabilities(mels), atol=1e-5)
+
+    other_data = dataclasses.replace(second, info=dataclasses.replace(second.info, mean=second.info.mean + 1))
+    with pytest.raises(ValueError, match="second cannot join an ensemble.*normalisation statistics"):
+        ensemble([first, other_data], [config, config])
+    read_otherwise = dataclasses.replace(second, info=second.info.with_prior_correction(0.0))
+    with pytest.raises(ValueError, match="differs in its prior correction"):
+        ensemble([first, read_otherwise], [config, config])
+    with pytest.raises(ValueError, match="at least two"):
+        ensemble([first], [config])
+    with pytest.raises(ValueError, match="not trained"):
+        pair_model = nnx.merge(pair.graphdef, pair.params, pair.batch_stats)
+        pair_model(mels[0][None], np.array([mels[0].shape[0]]), train=True)
