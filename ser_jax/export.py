@@ -1,6 +1,7 @@
 """Serialises the window classifier (waveform -> probabilities, weights baked in) with `jax.export`.
 
     python -m ser_jax.export --workdir DIR [--checkpoint best] [--window 3.0] [--batch 0|1|N] [--platforms cpu,cuda]
+    python -m ser_jax.export --model NAME ...     # a packaged model: ./NAME/export/ unless --output
 
 writes `<workdir>/export/ser_window.bin` (a serialised `jax.export.Exported`: StableHLO with the
 weights as constants) and `ser_window.json` beside it (class names, sample rate, window samples,
@@ -47,7 +48,9 @@ def export_window(predictor: Predictor, window_samples: int, *, batch: int = 0,
 
 
 def metadata(predictor: Predictor, exported: jax.export.Exported, window_samples: int, batch: int,
-             workdir: str | None = None) -> dict:
+             workdir: str | None = None, model: str | None = None) -> dict:
+    """What a deployment needs to call the exported function, and where its weights came from (a
+    training `workdir` or a packaged `model`)."""
     info = predictor.info
     return {
         "format_version": FORMAT_VERSION,
@@ -64,6 +67,7 @@ def metadata(predictor: Predictor, exported: jax.export.Exported, window_samples
         "test_time_speeds": list(info.test_time_speeds),  # Baked into the function: its cost per window.
         "prior_correction": info.prior_correction,  # Baked in too: probabilities as if classes were equally common.
         "workdir": os.path.abspath(workdir) if workdir else None,
+        "model": model,
         "step": predictor.step,
         "jax_version": jax.__version__,
         "calling_convention_version": exported.calling_convention_version,
@@ -85,25 +89,31 @@ def save(exported: jax.export.Exported, meta: dict, path: str) -> tuple[str, str
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ser_jax.export", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--workdir", required=True, help="training workdir")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="training workdir")
+    source.add_argument("--model", help="a model packaged with ser_jax (`python -m ser_jax.pretrained` lists them)")
     p.add_argument("--checkpoint", default="best", help="'best', 'latest' or a step number")
     p.add_argument("--window", type=float, default=3.0, help="window length in seconds")
     p.add_argument("--batch", type=int, default=0, help="0: symbolic batch dimension; N: fixed batch of N")
     p.add_argument("--platforms", default="", help="comma-separated, e.g. cpu,cuda (default: this machine's backend)")
     add_reading_arguments(p)
-    p.add_argument("--output", default="", help=f"output file (default <workdir>/{EXPORT_DIR}/{EXPORT_FILE})")
+    p.add_argument("--output", default="", help=f"output file (default <workdir or ./NAME>/{EXPORT_DIR}/{EXPORT_FILE})")
     args = p.parse_args(argv)
     from absl import logging
 
     logging.set_verbosity(logging.ERROR)
-    predictor = Predictor.from_workdir(args.workdir, args.checkpoint, **reading(args))
+    if args.model:
+        predictor = Predictor.from_pretrained(args.model, **reading(args))
+    else:
+        predictor = Predictor.from_workdir(args.workdir, args.checkpoint, **reading(args))
+    source = args.workdir or os.path.basename(os.path.normpath(args.model))
     window = int(round(args.window * predictor.sample_rate))
     platforms = [s.strip() for s in args.platforms.split(",") if s.strip()] or None
     exported = export_window(predictor, window, batch=args.batch, platforms=platforms)
-    out = args.output or os.path.join(args.workdir, EXPORT_DIR, EXPORT_FILE)
-    path, meta_path = save(exported, metadata(predictor, exported, window, args.batch, args.workdir), out)
+    out = args.output or os.path.join(source, EXPORT_DIR, EXPORT_FILE)
+    path, meta_path = save(exported, metadata(predictor, exported, window, args.batch, args.workdir, args.model), out)
     size = os.path.getsize(path) / 2**20
-    print(f"Exported step {predictor.step} of {args.workdir}: {path} ({size:.1f} MiB, platforms "
+    print(f"Exported step {predictor.step} of {source}: {path} ({size:.1f} MiB, platforms "
           f"{','.join(exported.platforms)}, batch {args.batch or 'symbolic'}, {window} samples at "
           f"{predictor.sample_rate} Hz) and {meta_path}")
     return 0

@@ -500,8 +500,19 @@ def test_an_ensemble_reads_as_one_model_the_mean_of_its_members(trained, predict
     assert predictor.info.prior_correction == 1.0
     expected = np.mean(each, axis=0) / prior
     expected /= expected.sum(1, keepdims=True)
-    packaged = Predictor.from_pretrained(pretrained.save(pair, pair_config, str(tmp_path / "pair")))
+    folder = pretrained.save(pair, pair_config, str(tmp_path / "pair"))
+    packaged = Predictor.from_pretrained(folder)
     np.testing.assert_allclose(packaged.probabilities(mels), expected, atol=1e-5)
+    # Exported from its package, the ensemble's window function is the in-process one.
+    out = str(tmp_path / "pair.bin")
+    assert export.main(["--model", folder, "--output", out]) == 0
+    window = int(WINDOW_S * packaged.sample_rate)
+    clip = sf.read(held_out.metadata["path"][0], dtype="float32")[0][:window]
+    wave, n = np.pad(clip, (0, window - clip.size)), np.array([clip.size])
+    served = serving.load_exported(out)
+    np.testing.assert_allclose(served(wave, clip.size), np.asarray(packaged.window_function(window)(wave[None], n))[0],
+                               atol=1e-5)
+    assert json.loads(open(serving.metadata_path(out)).read())["model"] == folder
 
     # The command line packs workdirs: two copies of one model read exactly as that model.
     made = subprocess.run([sys.executable, "-m", "ser_jax.pretrained", "--workdir", f"{trained},{trained}",
