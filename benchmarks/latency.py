@@ -1,6 +1,7 @@
 """CPU latency of one streaming window: waveform in, probabilities out (batch 1).
 
-    python benchmarks/latency.py [--configs configs/cnn_bilstm.py,configs/conformer.py | --workdir DIR]
+    python benchmarks/latency.py [--configs configs/cnn_bilstm.py,configs/conformer.py | --workdir DIR |
+                                  --models ravdess_tess_cnn_bilstm,ravdess_tess_cnn_bilstm_x3]
                                  [--window 3.0] [--iters 300] [--breakdown] [--readings recorded,one_pass]
 
 Times the jitted window function that streaming uses (`Predictor.window_function`: JAX log-Mel
@@ -10,7 +11,8 @@ waveform and the copy of the probabilities back, and the same function exported 
 the --configs files (default configs/cnn_bilstm.py: channels (16, 32), BiLSTM 48, 40 mels; 8
 classes) with random weights, which time the same as trained ones; several configs are timed in one
 run, alternating, so that a machine shared with other jobs loads them alike, and each is also given
-as a ratio to the first. Each model is read as recorded (its `inference.test_time_speeds`: one model
+as a ratio to the first; --models does the same for packaged models (an ensemble costs its members'
+passes added up). Each model is read as recorded (its `inference.test_time_speeds`: one model
 pass per rate) and, with `one_pass` in --readings, once per window as `--test_time_speeds none`
 deploys it: what the averaging costs.
 
@@ -61,8 +63,10 @@ def _time(fn, iters: int, warmup: int = 10) -> dict:
     return _stats(times)
 
 
-def _predictor(workdir: str | None, config_path: str, speeds: tuple[float, ...] | None = None):
-    """The workdir's model, or the config's with random weights; read at `speeds` (None: as recorded)."""
+def _predictor(workdir: str | None, config_path: str, speeds: tuple[float, ...] | None = None,
+               model: str | None = None):
+    """The workdir's model, the packaged `model`, or the config's with random weights; read at `speeds`
+    (None: as recorded)."""
     import numpy as np
     from flax import nnx
 
@@ -70,6 +74,8 @@ def _predictor(workdir: str | None, config_path: str, speeds: tuple[float, ...] 
 
     if workdir:
         return Predictor.from_workdir(workdir, test_time_speeds=speeds)
+    if model:
+        return Predictor.from_pretrained(model, test_time_speeds=speeds)
     from ser_jax.config_files import load_py
     from ser_jax.dataset_format import EMOTIONS
     from ser_jax.features import FeatureConfig
@@ -118,7 +124,7 @@ def run_child(args) -> dict:
 
     from ser_jax import export, serving
 
-    predictor = _predictor(args.workdir, args.configs, () if args.one_pass else None)
+    predictor = _predictor(args.workdir, args.configs, () if args.one_pass else None, args.models)
     window = int(round(args.window * predictor.sample_rate))
     wave = (0.1 * np.random.default_rng(0).standard_normal((1, window))).astype(np.float32)
     n = np.full(1, window, np.int32)
@@ -140,8 +146,9 @@ def run_child(args) -> dict:
     return result
 
 
-def _run_setting(args, config_path: str, *, single: bool, one_pass: bool) -> dict:
-    cmd = ["--child", "--window", str(args.window), "--iters", str(args.iters), "--configs", config_path]
+def _run_setting(args, path: str, *, single: bool, one_pass: bool) -> dict:
+    cmd = ["--child", "--window", str(args.window), "--iters", str(args.iters),
+           "--models" if args.models else "--configs", path]
     if one_pass:
         cmd.append("--one_pass")
     if single:
@@ -158,6 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=None, help="time a trained workdir's model (default: random init)")
     p.add_argument("--configs", default="configs/cnn_bilstm.py",
                    help="comma-separated config files whose models (random init) are timed; not with --workdir")
+    p.add_argument("--models", default=None, help="comma-separated packaged models (names or folders) to time instead")
     p.add_argument("--window", type=float, default=3.0, help="window seconds")
     p.add_argument("--hop", type=float, default=0.5, help="hop seconds, for the real-time factor")
     p.add_argument("--iters", type=int, default=300)
@@ -175,7 +183,12 @@ def main(argv=None) -> int:
         return 0
 
     settings = [s for s in args.settings.split(",") if s]
-    paths = [args.workdir] if args.workdir else [os.path.abspath(p) for p in args.configs.split(",") if p]
+    if args.workdir and args.models:
+        p.error("--workdir and --models: give one")
+    if args.models:
+        paths = [m for m in args.models.split(",") if m]
+    else:
+        paths = [args.workdir] if args.workdir else [os.path.abspath(p) for p in args.configs.split(",") if p]
     readings = [r for r in args.readings.split(",") if r]
     if not readings or set(readings) - {"recorded", "one_pass"}:
         p.error(f"--readings: expected recorded and/or one_pass, got {args.readings!r}")
@@ -190,10 +203,10 @@ def main(argv=None) -> int:
             runs[name]["1 core" if s == "single" else "all cores"] = _run_setting(
                 args, path, single=s == "single", one_pass=one_pass)
     hop_ms = args.hop * 1000
-    kind = "trained" if args.workdir else "random init"
+    kind = "trained" if args.workdir or args.models else "random init"
     print(f"{args.window:g} s window, batch 1, {kind}; target <= {TARGET_MS:g} ms on one core; "
           f"RTF = ms per window / {hop_ms:g} ms hop; ratio = median / the first model's median")
-    print(f"{'model':<22}{'setting':<12}{'cpus':>5}{'median ms':>11}{'p90 ms':>9}{'RTF':>8}{'ratio':>7}"
+    print(f"{'model':<30}{'setting':<12}{'cpus':>5}{'median ms':>11}{'p90 ms':>9}{'RTF':>8}{'ratio':>7}"
           f"{'exported median':>17}")
     first = runs[next(iter(runs))]
     for name, by_setting in runs.items():
@@ -201,15 +214,16 @@ def main(argv=None) -> int:
             j = r["jit"]
             r["rtf_at_hop"] = j["median_ms"] / hop_ms
             r["ratio_to_first"] = j["median_ms"] / first[setting]["jit"]["median_ms"]
-            print(f"{name:<22}{setting:<12}{r['cpus']:>5}{j['median_ms']:>11.2f}{j['p90_ms']:>9.2f}"
+            print(f"{name:<30}{setting:<12}{r['cpus']:>5}{j['median_ms']:>11.2f}{j['p90_ms']:>9.2f}"
                   f"{r['rtf_at_hop']:>8.3f}{r['ratio_to_first']:>7.2f}{r['exported']['median_ms']:>17.2f}")
             for part, b in r.get("breakdown", {}).items():
                 if part != "shapes":
-                    print(f"    {part:<24}{'':>5}{b['median_ms']:>11.2f}{b['p90_ms']:>9.2f}")
+                    print(f"    {part:<32}{'':>5}{b['median_ms']:>11.2f}{b['p90_ms']:>9.2f}")
     figures = {
         "what": "ms per window: waveform (1, window) float32 in, probabilities out, host copies included",
         "window_s": args.window, "hop_s": args.hop, "target_ms_one_core": TARGET_MS,
-        "models": {name: f"{path}{'' if args.workdir else ' defaults, random init'}{', one pass' if one_pass else ''}"
+        "models": {name: f"{path}{'' if args.workdir or args.models else ' defaults, random init'}"
+                         f"{', one pass' if one_pass else ''}"
                    for name, (path, one_pass) in models.items()},
         "runs": runs,
     }
