@@ -9,6 +9,7 @@ are left out and counted, so a model can be evaluated on another corpus's shared
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import os
 
@@ -19,7 +20,7 @@ import optax
 import tensorflow_datasets as tfds
 from flax import nnx
 
-from ser_jax import input_pipeline, metrics, reports
+from ser_jax import input_pipeline, metrics, pretrained, reports
 from ser_jax.classify import log_probabilities
 from ser_jax.ensemble import FIXED_COLUMNS
 from ser_jax.mesh import batch_sharding, global_batch, make_mesh, replicated
@@ -98,10 +99,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Evaluates the configured checkpoint on every device of every process; returns the report.
 
     Reads `config.eval`, `config.train.eval_batch_size` and `config.data.eval_bucket_frames`; the
-    model itself always comes from the workdir.
+    model comes from the workdir, or is the packaged model `config.eval.model` (an ensemble of the
+    workdir's run and others, say), whose report then lands beside the workdir's own.
     """
     mesh = make_mesh()
-    model = TrainedModel.load(workdir, config.eval.checkpoint, sharding=replicated(mesh))
+    if config.eval.model:
+        model = pretrained.load(config.eval.model)
+        model = dataclasses.replace(model, **jax.device_put({"params": model.params, "batch_stats": model.batch_stats},
+                                                            replicated(mesh)))
+    else:
+        model = TrainedModel.load(workdir, config.eval.checkpoint, sharding=replicated(mesh))
     class_names = model.info.class_names
     targets = eval_target(config, model)
     if not targets:
@@ -136,7 +143,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     probabilities = np.asarray(jax.nn.softmax(np.where(np.isin(class_names, scored), logits, -np.inf), axis=-1))
     predicted = probabilities.argmax(-1)
     report = {
-        "workdir": os.path.abspath(workdir), "checkpoint": model.checkpoint, "step": model.step,
+        "workdir": os.path.abspath(workdir), "model": config.eval.model or None, "checkpoint": model.checkpoint,
+        "step": model.step,
         "datasets": [{"path": d.path, "splits": s} for d, s in targets], "loss": loss,
         "transductive": model.info.speaker_normalized,  # Each test speaker's own audio normalised it.
         "test_time_speeds": list(info.test_time_speeds),
@@ -152,6 +160,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 for c in corpora}
     name = "+".join(f"{os.path.basename(os.path.dirname(os.path.dirname(d.path)))}_{'+'.join(s)}"
                     for d, s in targets)  # <data_dir>/<corpus>/<config>/<version>
+    if config.eval.model:
+        name += "_model-" + os.path.basename(os.path.normpath(config.eval.model))
     if info.test_time_speeds != model.info.test_time_speeds:  # Beside the recorded reading, not over it.
         name += "_speeds" + ("-".join(f"{s:g}" for s in info.test_time_speeds) or "1")
     if info.prior_correction != model.info.prior_correction:
@@ -162,7 +172,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         files = reports.write_eval_report(out, report)
         _write_predictions(os.path.join(out, "predictions.csv"), data, probabilities, predicted, class_names)
         curves = os.path.join(workdir, METRICS_FILE)
-        if os.path.exists(curves):
+        if os.path.exists(curves) and not config.eval.model:
             reports.plot_training_curves(curves, os.path.join(out, "training_curves.png"))
         print(reports.format_summary(report))
         if data.left_out:

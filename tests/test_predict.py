@@ -513,6 +513,17 @@ def test_an_ensemble_reads_as_one_model_the_mean_of_its_members(trained, predict
     np.testing.assert_allclose(served(wave, clip.size), np.asarray(packaged.window_function(window)(wave[None], n))[0],
                                atol=1e-5)
     assert json.loads(open(serving.metadata_path(out)).read())["model"] == folder
+    # Evaluated on the workdir's test speakers (--config.eval.model), it scores what prediction reads.
+    eval_config = config_files.load_from_workdir(trained)
+    with eval_config.unlocked():
+        eval_config.eval.model, eval_config.eval.output_dir = folder, str(tmp_path / "pair_eval")
+    report = evaluate.evaluate(eval_config, trained)
+    assert report["model"] == report["checkpoint"] == folder
+    with open(tmp_path / "pair_eval" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    index = {p: i for i, p in enumerate(held_out.metadata["path"])}
+    np.testing.assert_allclose([[float(r[c]) for c in packaged.class_names] for r in rows],
+                               packaged.probabilities([held_out.mels[index[r["path"]]] for r in rows]), atol=1e-5)
 
     # The command line packs workdirs: two copies of one model read exactly as that model.
     made = subprocess.run([sys.executable, "-m", "ser_jax.pretrained", "--workdir", f"{trained},{trained}",
