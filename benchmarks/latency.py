@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     kind = "trained" if args.workdir or args.models else "random init"
     print(f"{args.window:g} s window, batch 1, {kind}; target <= {TARGET_MS:g} ms on one core; "
           f"RTF = ms per window / {hop_ms:g} ms hop; ratio = median / the first model's median")
-    print(f"{'model':<30}{'setting':<12}{'cpus':>5}{'median ms':>11}{'p90 ms':>9}{'RTF':>8}{'ratio':>7}"
+    print(f"{'model':<36}{'setting':<12}{'cpus':>5}{'median ms':>11}{'p90 ms':>9}{'RTF':>8}{'ratio':>7}"
           f"{'exported median':>17}")
     first = runs[next(iter(runs))]
     for name, by_setting in runs.items():
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
             j = r["jit"]
             r["rtf_at_hop"] = j["median_ms"] / hop_ms
             r["ratio_to_first"] = j["median_ms"] / first[setting]["jit"]["median_ms"]
-            print(f"{name:<30}{setting:<12}{r['cpus']:>5}{j['median_ms']:>11.2f}{j['p90_ms']:>9.2f}"
+            print(f"{name:<36}{setting:<12}{r['cpus']:>5}{j['median_ms']:>11.2f}{j['p90_ms']:>9.2f}"
                   f"{r['rtf_at_hop']:>8.3f}{r['ratio_to_first']:>7.2f}{r['exported']['median_ms']:>17.2f}")
             for part, b in r.get("breakdown", {}).items():
                 if part != "shapes":
