@@ -104,7 +104,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     # prior_correction: read the model with this correction instead of its recorded one (0: none).
     # model: evaluate this packaged model (a name or a folder of `python -m ser_jax.pretrained`, e.g.
     # an ensemble of this run and others) instead of the workdir's checkpoint, on the same data.
-    c.eval = ml_collections.ConfigDict(dict(data_dir="", corpus="", split="", checkpoint="best", output_dir="", model="",
-                                            classes="", test_time_speeds=placeholder(tuple),
+    c.eval = ml_collections.ConfigDict(dict(data_dir="", corpus="", split="", checkpoint="best", output_dir="",
+                                            model="", classes="", test_time_speeds=placeholder(tuple),
                                             prior_correction=placeholder(float)))
     return c

@@ -105,8 +105,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = make_mesh()
     if config.eval.model:
         model = pretrained.load(config.eval.model)
-        model = dataclasses.replace(model, **jax.device_put({"params": model.params, "batch_stats": model.batch_stats},
-                                                            replicated(mesh)))
+        model = dataclasses.replace(model, **jax.device_put(model.variables, replicated(mesh)))
     else:
         model = TrainedModel.load(workdir, config.eval.checkpoint, sharding=replicated(mesh))
     class_names = model.info.class_names

@@ -65,7 +65,8 @@ def ensemble(members: Sequence[TrainedModel], model_configs: Sequence[Mapping]) 
 
     The members must be trained on the same data and read the same way: one label set, feature
     settings, normalisation statistics, test-time speeds and prior correction serve them all, so any
-    difference is refused, naming the member's checkpoint and the setting.
+    difference is refused, naming the member's checkpoint and the setting. Its step is the latest of
+    the members' and its checkpoint theirs, comma-separated.
     """
     if len(members) != len(model_configs) or len(members) < 2:
         raise ValueError(f"an ensemble needs at least two members, each with its model config; got "
@@ -73,8 +74,8 @@ def ensemble(members: Sequence[TrainedModel], model_configs: Sequence[Mapping]) 
     first = members[0]
     for member in members[1:]:
         if difference := _info_difference(first.info, member.info):
-            raise ValueError(f"{member.checkpoint} cannot join an ensemble with {first.checkpoint}: it differs in its {difference}; "
-                             "members must be trained on the same data and read the same way")
+            raise ValueError(f"{member.checkpoint} cannot join an ensemble with {first.checkpoint}: it differs in "
+                             f"its {difference}; members must be trained on the same data and read the same way")
     config = {"name": "ensemble", "members": [dict(c) for c in model_configs]}
     features = first.info.features
     abstract = nnx.eval_shape(lambda: create_model(config, num_classes=len(first.info.class_names),
@@ -92,7 +93,8 @@ def ensemble(members: Sequence[TrainedModel], model_configs: Sequence[Mapping]) 
 def _info_difference(a: ModelInfo, b: ModelInfo) -> str:
     """What differs between two members' ModelInfo, in words ("" if nothing that matters does)."""
     def corpora(info):
-        return [(c["corpus"], c.get("splits")) for c in info.corpora]  # Not the paths: each run may prepare its own copy.
+        # Not the paths: each run may prepare its own copy of the same data.
+        return [(c["corpus"], c.get("splits")) for c in info.corpora]
 
     checks = [("class names", a.class_names == b.class_names), ("feature settings", a.features == b.features),
               ("normalisation statistics", a.mean.shape == b.mean.shape and np.allclose(a.mean, b.mean, rtol=1e-4)
