@@ -27,8 +27,7 @@ import numpy as np
 from flax import nnx
 
 from ser_jax.model_info import ModelInfo
-from ser_jax.models import create_model
-from ser_jax.trained_model import TrainedModel, ensemble
+from ser_jax.trained_model import TrainedModel, abstract_model, ensemble
 
 PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 WEIGHTS, MODEL_CONFIG, CARD = "weights.npz", "model.json", "MODEL_CARD.md"
@@ -81,11 +80,7 @@ def load(name_or_dir: str) -> TrainedModel:
     info = ModelInfo.load(folder)
     with open(os.path.join(folder, MODEL_CONFIG)) as f:
         meta = json.load(f)
-    features = info.features
-    abstract = nnx.eval_shape(lambda: create_model(meta["config"], num_classes=len(info.class_names),
-                                                   n_mels=features.n_mels, prosody=features.prosody_columns,
-                                                   rngs=nnx.Rngs(0)))
-    graphdef, params, batch_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+    graphdef, params, batch_stats = abstract_model(meta["config"], info)
     with np.load(os.path.join(folder, WEIGHTS)) as weights:
         stored = dict(weights)
     for prefix, state in (("params", params), ("batch_stats", batch_stats)):

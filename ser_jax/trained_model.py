@@ -22,6 +22,16 @@ from ser_jax.model_info import ModelInfo
 from ser_jax.models import create_model
 
 
+def abstract_model(model_config: Mapping, info: ModelInfo) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """The model's graph and the shapes of its parameters and BatchNorm statistics, with no weights
+    allocated: what a checkpoint or a packaged file is restored into."""
+    features = info.features
+    abstract = nnx.eval_shape(lambda: create_model(model_config, num_classes=len(info.class_names),
+                                                   n_mels=features.n_mels, prosody=features.prosody_columns,
+                                                   rngs=nnx.Rngs(0)))
+    return nnx.split(abstract, nnx.Param, nnx.BatchStat)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
     info: ModelInfo
@@ -45,11 +55,7 @@ class TrainedModel:
         """
         info = ModelInfo.load(workdir)
         model_config = config_files.load_from_workdir(workdir).model
-        features = info.features
-        abstract = nnx.eval_shape(lambda: create_model(model_config, num_classes=len(info.class_names),
-                                                       n_mels=features.n_mels, prosody=features.prosody_columns,
-                                                       rngs=nnx.Rngs(0)))
-        graphdef, params, batch_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+        graphdef, params, batch_stats = abstract_model(model_config, info)
         sharding = sharding or replicated(make_mesh(jax.local_devices()))
         mngr = checkpoints.manager(workdir, read_only=True)
         step = checkpoints.resolve_step(mngr, checkpoint)
@@ -77,11 +83,7 @@ def ensemble(members: Sequence[TrainedModel], model_configs: Sequence[Mapping]) 
             raise ValueError(f"{member.checkpoint} cannot join an ensemble with {first.checkpoint}: it differs in "
                              f"its {difference}; members must be trained on the same data and read the same way")
     config = {"name": "ensemble", "members": [dict(c) for c in model_configs]}
-    features = first.info.features
-    abstract = nnx.eval_shape(lambda: create_model(config, num_classes=len(first.info.class_names),
-                                                   n_mels=features.n_mels, prosody=features.prosody_columns,
-                                                   rngs=nnx.Rngs(0)))
-    graphdef, params, batch_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+    graphdef, params, batch_stats = abstract_model(config, first.info)
     for state, field in ((params, "params"), (batch_stats, "batch_stats")):
         nnx.replace_by_pure_dict(state, {"members": {i: nnx.to_pure_dict(getattr(m, field))
                                                      for i, m in enumerate(members)}})
