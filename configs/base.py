@@ -102,9 +102,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     # test_time_speeds: read the model at these rates instead of its recorded ones (() : one pass), to
     # measure what the averaging buys or what a deployment overriding it would score.
     # prior_correction: read the model with this correction instead of its recorded one (0: none).
+    # test_time_crops: read each clip longer than the training crops (data.max_frames) as this many
+    # crops of that length, evenly spaced from its start to its end, and average the probabilities
+    # (0: read it whole, as deployment does).
     # model: evaluate this packaged model (a name or a folder of `python -m ser_jax.pretrained`, e.g.
     # an ensemble of this run and others) instead of the workdir's checkpoint, on the same data.
     c.eval = ml_collections.ConfigDict(dict(data_dir="", corpus="", split="", checkpoint="best", output_dir="",
                                             model="", classes="", test_time_speeds=placeholder(tuple),
-                                            prior_correction=placeholder(float)))
+                                            prior_correction=placeholder(float), test_time_crops=0))
     return c

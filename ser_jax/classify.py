@@ -1,7 +1,8 @@
 """Pure inference functions shared by the predictor, streaming, export and the latency benchmark.
 
 * `log_probabilities`: the model's class log-probabilities, averaged over the clip played at several
-  speeds where the model was trained to be read that way (`ModelInfo.test_time_speeds`), and
+  speeds where the model was trained to be read that way (`ModelInfo.test_time_speeds`), over
+  several crops of a clip longer than the training crops where asked (`eval.test_time_crops`), and
   corrected for the training class prior where it records one (`ModelInfo.prior_offset`).
 * `classify_mel`: normalised log-Mel (batch, frames, mels) and true lengths -> probabilities.
 * `window_features` / `window_probabilities`: fixed-length waveform windows -> log-Mel and, if the
@@ -30,7 +31,8 @@ from ser_jax.warping import MelBins, change_speed
 
 
 def log_probabilities(model: nnx.Module, mel: jax.Array, lengths: jax.Array, *, speeds: Sequence[float] = (),
-                      bins: MelBins | None = None, prior_offset: np.ndarray | None = None) -> jax.Array:
+                      bins: MelBins | None = None, prior_offset: np.ndarray | None = None, crops: int = 0,
+                      crop_frames: int = 0) -> jax.Array:
     """(batch, classes) log-probabilities of the model in inference mode.
 
     `prior_offset` (classes,) is added to them before they are renormalised: -log of the training
@@ -41,8 +43,19 @@ def log_probabilities(model: nnx.Module, mel: jax.Array, lengths: jax.Array, *, 
     probabilities are averaged: a model trained on varied speeds then judges the clip by what it
     hears at all of them, not at the one rate the speaker happened to use. All rates go through the
     model as one batch, padded so the slowest still fits.
+
+    With `crops` > 1, a clip longer than `crop_frames` (the training crops' length) is read as that
+    many crops of it, evenly spaced from its start to its end, and the probabilities averaged: the
+    model is read at the length it was trained on, and every part of the clip is heard. Shorter
+    clips are read whole.
     """
-    log_p = _averaged_log_probabilities(model, mel, lengths, speeds, bins)
+    if crops > 1 and mel.shape[1] > crop_frames:
+        batch = mel.shape[0]
+        mel, lengths = _evenly_spaced_crops(mel, lengths, crops, crop_frames)
+        each = _averaged_log_probabilities(model, mel, lengths, speeds, bins).reshape(crops, batch, -1)
+        log_p = jax.nn.logsumexp(each, axis=0) - math.log(crops)
+    else:
+        log_p = _averaged_log_probabilities(model, mel, lengths, speeds, bins)
     if prior_offset is None:
         return log_p
     return jax.nn.log_softmax(log_p + jnp.asarray(prior_offset, log_p.dtype), axis=-1)
@@ -61,6 +74,18 @@ def _averaged_log_probabilities(model: nnx.Module, mel: jax.Array, lengths: jax.
                                           rates, bins)
     each = jax.nn.log_softmax(model(played, played_lengths, train=False), axis=-1).reshape(len(speeds), batch, -1)
     return jax.nn.logsumexp(each, axis=0) - math.log(len(speeds))  # log of the mean probability, stably.
+
+
+def _evenly_spaced_crops(mel: jax.Array, lengths: jax.Array, crops: int, crop_frames: int
+                         ) -> tuple[jax.Array, jax.Array]:
+    """(batch, frames, columns) -> (crops x batch, crop_frames, columns), crop-major: each clip's crops
+    start evenly from 0 to its length - crop_frames; a clip no longer than that gives itself `crops` times."""
+    excess = jnp.maximum(lengths - crop_frames, 0).astype(jnp.float32)
+    starts = jnp.round(excess[None, :] * jnp.linspace(0.0, 1.0, crops)[:, None]).astype(jnp.int32)  # (crops, batch)
+    frames = jnp.minimum(starts[..., None] + jnp.arange(crop_frames), mel.shape[1] - 1)  # (crops, batch, crop_frames)
+    windows = jnp.take_along_axis(mel[None], frames[..., None], axis=2)
+    return (windows.reshape(crops * mel.shape[0], crop_frames, mel.shape[2]),
+            jnp.tile(jnp.minimum(lengths, crop_frames), crops))
 
 
 def classify_mel(graphdef: nnx.GraphDef, params, batch_stats, mel: jax.Array, lengths: jax.Array, *,

@@ -32,12 +32,14 @@ GROUPS = ("speaker", "gender", "corpus")
 
 
 def eval_step(variables: dict, batch: dict, *, graphdef: nnx.GraphDef, speeds: tuple[float, ...] = (),
-              bins: MelBins | None = None, prior_offset: np.ndarray | None = None) -> dict:
+              bins: MelBins | None = None, prior_offset: np.ndarray | None = None, crops: int = 0,
+              crop_frames: int = 0) -> dict:
     """Logits (log-probabilities, averaged over `speeds` if any and prior-corrected, as deployment
-    reads them) and per-example loss (0 for filler rows) with the running BatchNorm statistics."""
+    reads them; over `crops` of clips longer than `crop_frames` if asked) and per-example loss (0 for
+    filler rows) with the running BatchNorm statistics."""
     model = nnx.merge(graphdef, variables["params"], variables["batch_stats"])
     logits = log_probabilities(model, batch["mel"], batch["lengths"], speeds=speeds, bins=bins,
-                               prior_offset=prior_offset)
+                               prior_offset=prior_offset, crops=crops, crop_frames=crop_frames)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     return {"logits": logits, "loss": loss * batch["weight"]}
 
@@ -46,10 +48,11 @@ class Evaluator:
     """The eval step jitted for one mesh (variables replicated, batches split along "data") and its loop."""
 
     def __init__(self, mesh: jax.sharding.Mesh, graphdef: nnx.GraphDef, *, speeds: tuple[float, ...] = (),
-                 bins: MelBins | None = None, prior_offset: np.ndarray | None = None):
+                 bins: MelBins | None = None, prior_offset: np.ndarray | None = None, crops: int = 0,
+                 crop_frames: int = 0):
         self.batch_sharding = batch_sharding(mesh)
         self.step = jax.jit(functools.partial(eval_step, graphdef=graphdef, speeds=speeds, bins=bins,
-                                              prior_offset=prior_offset),
+                                              prior_offset=prior_offset, crops=crops, crop_frames=crop_frames),
                             in_shardings=(replicated(mesh), self.batch_sharding), out_shardings=replicated(mesh))
 
     def logits_and_loss(self, variables: dict, data: input_pipeline.EvalSet, *, batch_size: int,
@@ -133,8 +136,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     info = model.info if config.eval.test_time_speeds is None else model.info.with_speeds(config.eval.test_time_speeds)
     if config.eval.prior_correction is not None:
         info = info.with_prior_correction(config.eval.prior_correction)
+    crops = config.eval.test_time_crops
+    if crops < 0:
+        raise ValueError(f"config.eval.test_time_crops must be >= 0 (0 or 1: read each clip whole), got {crops}")
     evaluator = Evaluator(mesh, model.graphdef, speeds=info.test_time_speeds,
-                          bins=MelBins.of(info.features, info.std), prior_offset=info.prior_offset())
+                          bins=MelBins.of(info.features, info.std), prior_offset=info.prior_offset(),
+                          crops=crops, crop_frames=config.data.max_frames)
     logits, loss = evaluator.logits_and_loss(
         model.variables, data, batch_size=config.train.eval_batch_size, bucket_frames=config.data.eval_bucket_frames)
     # The model chooses among the scored classes only; its probabilities (predictions.csv, which
@@ -148,6 +155,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "transductive": model.info.speaker_normalized,  # Each test speaker's own audio normalised it.
         "test_time_speeds": list(info.test_time_speeds),
         "prior_correction": info.prior_correction,
+        # Clips longer than the training crops read as this many crops of their length (0: whole).
+        "test_time_crops": crops if crops > 1 else 0, "crop_frames": config.data.max_frames,
         "left_out": data.left_out,  # Examples whose emotion is outside the model's label set.
         "metrics": metrics.classification_metrics(data.labels, predicted, class_names),
         **{f"by_{g}": metrics.grouped_metrics(data.labels, predicted, data.metadata[g], class_names) for g in GROUPS},
@@ -165,6 +174,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         name += "_speeds" + ("-".join(f"{s:g}" for s in info.test_time_speeds) or "1")
     if info.prior_correction != model.info.prior_correction:
         name += f"_prior{info.prior_correction:g}"
+    if crops > 1:
+        name += f"_crops{crops}"
     out = config.eval.output_dir or os.path.join(workdir, "eval", f"{name}_step{model.step}")
     report["output_dir"] = os.path.abspath(out)  # Its predictions.csv is what an ensemble averages.
     if jax.process_index() == 0:

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from flax import nnx
 
 from data_prep.corpora import synthetic
-from ser_jax import classify, evaluate, export, input_pipeline, predict, serving, streaming, warping
+from ser_jax import classify, config_files, evaluate, export, input_pipeline, predict, serving, streaming, warping
 from ser_jax.features import FeatureConfig, frame_features
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
@@ -227,6 +227,54 @@ def test_test_time_speeds_are_applied_alike_by_evaluation_prediction_and_export(
     info_path.write_text(json.dumps({**info, "test_time_speeds": [0.0]}))
     with pytest.raises(ValueError, match="model_info.json: test-time speeds must lie between"):
         Predictor.from_workdir(str(workdir))
+
+
+def test_test_time_crops_average_evenly_spaced_crops_of_clips_longer_than_the_training_crops(trained, held_out,
+                                                                                            tmp_path):
+    """`eval.test_time_crops`: a clip longer than the training crops is read as that many crops of their
+    length, evenly spaced from its start to its end, its probabilities their mean; shorter clips are
+    read whole, in the same batch."""
+    model = TrainedModel.load(trained)
+
+    def read(mels, **crops):
+        frames = max(m.shape[0] for m in mels)
+        mel, lengths = np.zeros((len(mels), frames, mels[0].shape[1]), np.float32), np.array([len(m) for m in mels])
+        for i, m in enumerate(mels):
+            mel[i, :len(m)] = m
+        log_p = classify.log_probabilities(nnx.merge(model.graphdef, model.params, model.batch_stats), mel, lengths,
+                                           prior_offset=model.info.prior_offset(), **crops)
+        return np.exp(np.asarray(log_p))
+
+    long_clip = max(held_out.mels, key=len)
+    n = long_clip.shape[0]
+    crop = n - 20  # Crops start at frames 0, 10 and 20.
+    short = long_clip[:crop - 5]
+    got = read([long_clip, short], crops=3, crop_frames=crop)
+    each = read([long_clip[s:s + crop] for s in (0, 10, 20)])
+    np.testing.assert_allclose(got[0], each.mean(0), atol=1e-5)
+    np.testing.assert_allclose(got[1], read([short])[0], atol=1e-5)
+    assert np.abs(got[0] - read([long_clip])[0]).max() > 1e-4  # The crops hear the clip otherwise.
+
+    # Evaluation reads the split so at the training crops' length, and names the reading apart.
+    config = config_files.load_from_workdir(trained)
+    crop_frames = config.data.max_frames
+    longer = [m for m in held_out.mels if len(m) > crop_frames]
+    assert longer and len(longer) < len(held_out.mels)  # Both kinds of clip are evaluated.
+    with config.unlocked():
+        config.eval.split, config.eval.test_time_crops = "test", 3
+    report = evaluate.evaluate(config, trained)
+    assert report["test_time_crops"] == 3 and report["crop_frames"] == crop_frames
+    assert report["output_dir"].endswith(f"_crops3_step{report['step']}")
+    with open(os.path.join(report["output_dir"], "predictions.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    index = {p: i for i, p in enumerate(held_out.metadata["path"])}
+    mels = [held_out.mels[index[r["path"]]] for r in rows]
+    np.testing.assert_allclose([[float(r[c]) for c in model.info.class_names] for r in rows],
+                               read(mels, crops=3, crop_frames=crop_frames), atol=1e-5)
+    with config.unlocked():
+        config.eval.test_time_crops = -1
+    with pytest.raises(ValueError, match="test_time_crops must be >= 0"):
+        evaluate.evaluate(config, trained)
 
 
 def test_the_prior_correction_is_applied_alike_by_prediction_streaming_and_export(trained, predictor, held_out,
@@ -481,7 +529,7 @@ def test_an_ensemble_reads_as_one_model_the_mean_of_its_members(trained, predict
     trained on other data or read another way are refused."""
     import dataclasses
 
-    from ser_jax import config_files, pretrained
+    from ser_jax import pretrained
     from ser_jax.trained_model import ensemble
 
     first = TrainedModel.load(trained)
