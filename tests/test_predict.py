@@ -21,7 +21,8 @@ import tensorflow_datasets as tfds
 from flax import nnx
 
 from data_prep.corpora import synthetic
-from ser_jax import classify, config_files, evaluate, export, input_pipeline, predict, serving, streaming, warping
+from ser_jax import (batching, classify, config_files, evaluate, export, input_pipeline, predict, serving, streaming,
+                     warping)
 from ser_jax.features import FeatureConfig, frame_features
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
@@ -229,18 +230,15 @@ def test_test_time_speeds_are_applied_alike_by_evaluation_prediction_and_export(
         Predictor.from_workdir(str(workdir))
 
 
-def test_test_time_crops_average_evenly_spaced_crops_of_clips_longer_than_the_training_crops(trained, held_out,
-                                                                                            tmp_path):
+def test_test_time_crops_average_evenly_spaced_crops_of_clips_longer_than_the_training_crops(trained, held_out):
     """`eval.test_time_crops`: a clip longer than the training crops is read as that many crops of their
     length, evenly spaced from its start to its end, its probabilities their mean; shorter clips are
     read whole, in the same batch."""
     model = TrainedModel.load(trained)
 
     def read(mels, **crops):
-        frames = max(m.shape[0] for m in mels)
-        mel, lengths = np.zeros((len(mels), frames, mels[0].shape[1]), np.float32), np.array([len(m) for m in mels])
-        for i, m in enumerate(mels):
-            mel[i, :len(m)] = m
+        mel, lengths = batching.pad_batch(mels, rows=len(mels), frames=max(len(m) for m in mels),
+                                          columns=mels[0].shape[1])
         log_p = classify.log_probabilities(nnx.merge(model.graphdef, model.params, model.batch_stats), mel, lengths,
                                            prior_offset=model.info.prior_offset(), **crops)
         return np.exp(np.asarray(log_p))
