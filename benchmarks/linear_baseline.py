@@ -58,13 +58,18 @@ def unweighted_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean([np.mean(predicted[y == c] == c) for c in np.unique(y)]))
 
 
-def fit_predict(x_train, y_train, x_test, c: float) -> np.ndarray:
+def classifier(c: float):
+    """The bar's model: functionals standardised by the training clips' statistics, then a
+    multinomial logistic regression of inverse regularisation strength `c` (scikit-learn)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-    return model.fit(x_train, y_train).predict(x_test)
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+
+
+def fit_predict(x_train, y_train, x_test, c: float) -> np.ndarray:
+    return classifier(c).fit(x_train, y_train).predict(x_test)
 
 
 def cross_validate(x, y, speakers, genders, folds: int, cs: list[float]) -> dict:
