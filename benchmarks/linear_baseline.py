@@ -26,8 +26,12 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -58,7 +62,7 @@ def unweighted_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean([np.mean(predicted[y == c] == c) for c in np.unique(y)]))
 
 
-def classifier(c: float):
+def classifier(c: float) -> Pipeline:
     """The bar's model: functionals standardised by the training clips' statistics, then a
     multinomial logistic regression of inverse regularisation strength `c` (scikit-learn)."""
     from sklearn.linear_model import LogisticRegression
