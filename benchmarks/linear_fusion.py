@@ -82,15 +82,17 @@ def fuse(predictions: str, info: ModelInfo, train_folds: list[int], fold: np.nda
     if heard := sorted({c for c, r in zip(clips, rows) if fold[r] in train_folds})[:3]:
         raise SystemExit(f"{predictions}: clips of speakers its run trained on ({heard}); not a held-out reading")
     train = np.isin(fold, train_folds)
-    log_prior = np.log(np.asarray(info.class_prior, np.float64))
     y = np.array([class_names.index(truth[c]) for c in clips])
     deep = np.array([probabilities[c] for c in clips])
-    deep = deep * np.exp(recorded_correction(predictions, info) * log_prior)  # Uncorrected again.
-    deep /= deep.sum(-1, keepdims=True)
-    power = info.prior_correction
+    applied = info.with_prior_correction(recorded_correction(predictions, info)).prior_offset()
+    if applied is not None:  # Uncorrected again.
+        deep = deep * np.exp(-applied)
+        deep /= deep.sum(-1, keepdims=True)
+    offset = info.prior_offset()
+    offset = 0.0 if offset is None else offset
 
     def ua(p: np.ndarray) -> float:
-        return 100 * unweighted_accuracy(y, np.argmax(np.log(np.maximum(p, 1e-12)) - power * log_prior, -1))
+        return 100 * unweighted_accuracy(y, np.argmax(np.log(np.maximum(p, 1e-12)) + offset, -1))
 
     out = {"predictions": predictions, "clips": len(clips), "train_folds": train_folds,
            "run": ua(deep), "by_C": {}}
