@@ -1,6 +1,6 @@
 """Training throughput: samples/s and compile time of one jitted train step, on 1 and 8 CPU devices,
-with the host memory setting training uses (ser_jax/host_memory.py) and, for 1 device, glibc's default
-beside it.
+with the host memory and convolution settings training uses (ser_jax/host_memory.py, ser_jax/xla_cpu.py)
+and, for 1 device, glibc's default and jaxlib's default convolutions (YNNPACK's) beside them.
 
     python benchmarks/train_throughput.py [--model=peer [--torch_python=/path/to/venv/bin/python]]
 
@@ -34,11 +34,14 @@ PEER_SETTINGS = {"model": dict(channels=(32, 64), lstm_hidden=128, attention_hea
 
 
 def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, model: str,
-            retain_memory: bool) -> dict:
+            retain_memory: bool, xla_convolutions: bool) -> dict:
     """Runs in the child process: compile once, then time `steps` steps on every visible device."""
-    from ser_jax import host_memory
+    from ser_jax import host_memory, xla_cpu
 
     retained = host_memory.retain_freed_memory() if retain_memory else False
+    if xla_convolutions:
+        xla_cpu.prefer_xla_convolutions()
+    convolutions = "xla" if xla_cpu.SETTING in os.environ.get("XLA_FLAGS", "") else "jaxlib default"
     import jax
     import numpy as np
 
@@ -75,16 +78,18 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, mo
         times.append(time.perf_counter() - t)
     median = float(np.median(times))
     return {"model": model, "parameters": sum(x.size for x in jax.tree.leaves(state.params)),
-            "devices": jax.device_count(), "host_memory": "retained" if retained else "default", "batch": batch,
+            "devices": jax.device_count(), "host_memory": "retained" if retained else "default",
+            "convolutions": convolutions, "batch": batch,
             "frames": frames, "mels": mels, "compile_s": round(compile_s, 2), "step_ms_median": round(1e3 * median, 1),
             "samples_per_s": round(batch / median, 1)}
 
 
-def run_child(devices: int, args, retain_memory: bool = True) -> dict:
+def run_child(devices: int, args, retain_memory: bool = True, xla_convolutions: bool = True) -> dict:
     return child.run(__file__, ["--child", "--batch", str(args.batch), "--frames", str(args.frames), "--mels",
                                 str(args.mels), "--steps", str(args.steps), "--config", args.config,
                                 "--model", args.model,
-                                "--retain_memory" if retain_memory else "--no-retain_memory"],
+                                "--retain_memory" if retain_memory else "--no-retain_memory",
+                                "--xla_convolutions" if xla_convolutions else "--no-xla_convolutions"],
                      env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
 
 
@@ -109,21 +114,23 @@ def main():
     p.add_argument("--out", default="", help="Default: benchmarks/results/train_throughput[_peer].json.")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--retain_memory", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
+    p.add_argument("--xla_convolutions", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.torch_python and args.model != "peer":
         p.error("--torch_python needs --model=peer: the peer's model is nearly 5 times the recipe's, so only the peer "
                 "configuration gives a ratio of equal work")
     if args.child:
         child.reply(measure(args.batch, args.frames, args.mels, args.steps, args.config, args.model,
-                            args.retain_memory))
+                            args.retain_memory, args.xla_convolutions))
         return
     suffix = "_peer" if args.model == "peer" else ""
     out = args.out or os.path.join(REPO, "benchmarks", "results", f"train_throughput{suffix}.json")
     devices = [int(d) for d in args.devices.split(",")]
-    results = {"jax": [run_child(d, args) for d in devices] + [run_child(devices[0], args, retain_memory=False)]}
+    results = {"jax": [run_child(d, args) for d in devices] + [run_child(devices[0], args, retain_memory=False),
+                                                                 run_child(devices[0], args, xla_convolutions=False)]}
     for r in results["jax"]:
         print(f"JAX   {r['model']} model ({r['parameters']:,} parameters), {r['devices']} device(s), "
-              f"{r['host_memory']} host memory: {r['samples_per_s']:7.1f} samples/s "
+              f"{r['host_memory']} host memory, {r['convolutions']} convolutions: {r['samples_per_s']:7.1f} samples/s "
               f"({r['step_ms_median']:.0f} ms/step at batch {r['batch']}x{r['frames']}x{r['mels']}), "
               f"compile {r['compile_s']:.1f} s")
     if args.torch_python:

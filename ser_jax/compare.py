@@ -140,9 +140,10 @@ def main(argv):
     del argv
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from ser_jax import host_memory
+    from ser_jax import host_memory, xla_cpu
 
     host_memory.retain_freed_memory()  # Before JAX starts its threads.
+    xla_cpu.prefer_xla_convolutions()  # Before XLA's CPU client starts.
     from ser_jax import reports
 
     os.makedirs(FLAGS.workdir, exist_ok=True)

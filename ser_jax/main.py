@@ -74,9 +74,10 @@ def main(argv):
                                  FLAGS["config"].present)
         except (ValueError, FileNotFoundError) as e:
             raise app.UsageError(str(e)) from e
-    from ser_jax import host_memory
+    from ser_jax import host_memory, xla_cpu
 
     host_memory.retain_freed_memory()  # Before JAX starts its threads.
+    xla_cpu.prefer_xla_convolutions()  # Before XLA's CPU client starts.
     import jax
 
     if FLAGS.coordinator_address or FLAGS.distributed:
