@@ -41,7 +41,9 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, mo
     retained = host_memory.retain_freed_memory() if retain_memory else False
     if xla_convolutions:
         xla_cpu.prefer_xla_convolutions()
-    convolutions = "xla" if xla_cpu.SETTING in os.environ.get("XLA_FLAGS", "") else "jaxlib default"
+    flags = os.environ.get("XLA_FLAGS", "")
+    convolutions = ("xla" if xla_cpu.SETTING in flags else "as XLA_FLAGS sets" if xla_cpu.FLAG in flags
+                    else "jaxlib default")
     import jax
     import numpy as np
 

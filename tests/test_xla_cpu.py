@@ -41,7 +41,7 @@ def _convolutions(mode: str, xla_flags: str | None = None) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(xla_cpu.jaxlib_version() < (0, 10), reason="jaxlib before 0.10 leaves convolutions to XLA anyway")
+@pytest.mark.skipif(xla_cpu.jaxlib_version() < (0, 10), reason="YNNPACK's convolutions by default: seen on jaxlib 0.10")
 def test_convolutions_leave_ynnpack_only_with_the_setting():
     default = _convolutions("default")
     assert default["applied"] is False and len(default["ynn"]) >= 1 and any(default["ynn"])
