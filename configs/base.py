@@ -25,7 +25,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         validation_split="validation",
         test_split="test",
         max_frames=250,  # Training crops (and pads) to 2.5 s (trimmed RAVDESS: median 1.9 s): one compiled shape.
-        eval_bucket_frames=100,  # Evaluation pads to a multiple of this: few compiles, little waste.
+        # Evaluation pads each batch to a multiple of this: few compiles, little waste. On CPU, batches
+        # of 32 in 50-frame steps validate RAVDESS in 1.8 s against 2.4 s for 64 in 100-frame steps.
+        eval_bucket_frames=50,
         # TRANSDUCTIVE, off: normalise every clip by its own speaker's statistics, the validation and
         # test speakers' from their own unlabelled audio. Figures with it are reported apart from the
         # inductive ones, and its models are for evaluation only (prediction refuses them).
@@ -35,6 +37,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         # nothing left to pick a checkpoint on, so only for a recipe already chosen.
         refit=False,
         worker_threads=2,
+        # Training examples are decoded once and kept in memory when they take at most this many MB
+        # (RAVDESS: 28 MB); 0: decoded from disk at every draw, half of the input pipeline's CPU time.
+        cache_train_mb=1024,
         # The synthetic corpus' size and seed; unset, the generator's defaults (as `python -m data_prep`).
         synthetic=ml_collections.ConfigDict(dict(
             n_speakers=placeholder(int), utterances_per_emotion=placeholder(int), seed=placeholder(int))),
@@ -55,7 +60,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         ema_decay=0.99,  # >0: validate, checkpoint for inference and deploy an average of the weights.
     ))
     c.train = ml_collections.ConfigDict(dict(
-        batch_size=32, eval_batch_size=64, num_epochs=60, label_smoothing=0.1, log_every_steps=10,
+        batch_size=32, eval_batch_size=32, num_epochs=60, label_smoothing=0.1, log_every_steps=10,
         checkpoint_every_steps=0, keep_best=3,
         class_balance=False,  # True: weight each example's loss by 1 / its class's training frequency.
         # >0: speaker-adversarial training with this weight: a classifier of the training speakers reads

@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 
 from ser_jax import dataset_format as fmt
 from ser_jax.features import FeatureConfig
-from ser_jax.input_pipeline import Dataset, open_dataset
+from ser_jax.input_pipeline import Dataset, in_memory, open_dataset
 
 
 def cross_validation_splits(fold_names: Sequence[str], test_fold: int,
@@ -134,6 +134,16 @@ def training_data(config: ml_collections.ConfigDict, workdir: str) -> list[Corpu
     if len(set(features.values())) > 1:
         raise ValueError(f"the corpora were prepared with different features, which one model cannot take: {features}")
     return out
+
+
+def train_sources(corpora: Sequence[CorpusData], *, cache_mb: float) -> list:
+    """Every corpus' training data source, decoded once into memory when all of them together take at
+    most `cache_mb` MB of feature frames (0: read from disk at every draw). The examples and the
+    batches are the same either way; only where they come from differs."""
+    sources = [c.dataset.source(c.splits["train"]) for c in corpora]
+    if sum(c.dataset.mel_bytes(c.splits["train"]) for c in corpora) > cache_mb * 2**20:
+        return sources
+    return [in_memory(s) for s in sources]
 
 
 def class_names(corpora: Sequence[CorpusData]) -> tuple[str, ...]:

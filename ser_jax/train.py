@@ -291,7 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         info.save(workdir)
         config_files.save_to_workdir(config, workdir)
 
-    train_sources = [c.dataset.source(c.splits["train"]) for c in corpora]
+    train_sources = datasets.train_sources(corpora, cache_mb=config.data.cache_train_mb)
     global_batch = config.train.batch_size
     if global_batch % jax.device_count():
         raise ValueError(f"train.batch_size={global_batch} is not divisible by the {jax.device_count()} devices")

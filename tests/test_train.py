@@ -496,6 +496,29 @@ def _teacher_csv(path, sources, class_names, shift: int) -> str:
     return str(path)
 
 
+def test_training_examples_held_in_memory_give_the_same_batches_as_read_from_disk(data_dir, reference_run):
+    from ser_jax import input_pipeline
+    from ser_jax.datasets import normalization, train_sources, training_data
+
+    corpora = training_data(tiny_config(data_dir), reference_run[0])
+    (corpus,) = corpora
+    size = corpus.dataset.mel_bytes(corpus.splits["train"])
+    held = train_sources(corpora, cache_mb=size / 2**20)
+    assert isinstance(held[0], list)  # Just fits: decoded into memory.
+    assert sum(ex["mel"].nbytes for ex in held[0]) == size  # The size it was judged by is the real one.
+    for too_small in (0, 0.99 * size / 2**20):
+        (on_disk,) = train_sources(corpora, cache_mb=too_small)
+        assert not isinstance(on_disk, list) and len(on_disk) == len(held[0])
+    names = list(corpus.dataset.class_names(corpus.splits["train"]))
+    mean, std = normalization(corpora)
+    kw = dict(mean=mean, std=std, class_names=names, max_frames=120, global_batch=8, seed=3)
+    pairs = zip(input_pipeline.train_dataset([on_disk], **kw), input_pipeline.train_dataset(held, **kw), range(6))
+    for a, b, _ in pairs:  # Six batches: one epoch and the reshuffled start of the next.
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_batches_carry_each_clips_teacher_probabilities(tmp_path, data_dir, reference_run):
     from ser_jax import distillation, input_pipeline
     from ser_jax.datasets import normalization, training_data
