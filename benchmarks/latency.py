@@ -3,7 +3,7 @@
     python benchmarks/latency.py [--configs configs/cnn_bilstm.py,configs/conformer.py | --workdir DIR |
                                   --models ravdess_tess_cnn_bilstm,ravdess_tess_cnn_bilstm_x3]
                                  [--window 3.0] [--iters 300] [--breakdown] [--readings recorded,one_pass]
-                                 [--convolutions xla,jaxlib]
+                                 [--convolutions jaxlib,xla]
 
 Times the jitted window function that streaming uses (`Predictor.window_function`: JAX log-Mel
 frontend, normalisation and model in one compiled function), including the host->device copy of the
@@ -15,9 +15,9 @@ run, alternating, so that a machine shared with other jobs loads them alike, and
 as a ratio to the first; --models does the same for packaged models (an ensemble costs its members'
 passes added up). Each model is read as recorded (its `inference.test_time_speeds`: one model
 pass per rate) and, with `one_pass` in --readings, once per window as `--test_time_speeds none`
-deploys it: what the averaging costs. Convolutions run as prediction and serving run them, XLA's
-own (`ser_jax/xla_cpu.py`); with `jaxlib` in --convolutions, also as jaxlib 0.10 runs them by default
-(YNNPACK), to see what that setting buys at batch 1.
+deploys it: what the averaging costs. Convolutions run as prediction and serving run them, as
+jaxlib chooses (YNNPACK's on jaxlib 0.10); with `xla` in --convolutions, also as training runs them
+(XLA's own, `ser_jax/xla_cpu.py`), to see whether that setting would pay at batch 1 too.
 
 Each setting runs in its own subprocess, since XLA reads its flags when it starts:
   one core:  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false" and the process pinned to one CPU
@@ -156,8 +156,9 @@ def run_child(args) -> dict:
 
 def _run_setting(args, path: str, *, single: bool, one_pass: bool, xla_convolutions: bool) -> dict:
     cmd = ["--child", "--window", str(args.window), "--iters", str(args.iters),
-           "--models" if args.models else "--configs", path,
-           "--xla_convolutions" if xla_convolutions else "--no-xla_convolutions"]
+           "--models" if args.models else "--configs", path]
+    if xla_convolutions:
+        cmd.append("--xla_convolutions")
     if one_pass:
         cmd.append("--one_pass")
     if single:
@@ -182,10 +183,10 @@ def main(argv=None) -> int:
     p.add_argument("--settings", default="single,all", help="comma-separated: single, all")
     p.add_argument("--readings", default="recorded,one_pass",
                    help="comma-separated: recorded (the model's test-time speeds), one_pass (one pass per window)")
-    p.add_argument("--convolutions", default="xla",
-                   help="comma-separated: xla (XLA's own, as prediction and serving run), jaxlib (jaxlib's default)")
+    p.add_argument("--convolutions", default="jaxlib",
+                   help="comma-separated: jaxlib (its default, as prediction and serving run), xla (as training runs)")
     p.add_argument("--one_pass", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--xla_convolutions", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
+    p.add_argument("--xla_convolutions", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--output", default=RESULTS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--pin", type=int, default=None, help=argparse.SUPPRESS)
@@ -205,14 +206,14 @@ def main(argv=None) -> int:
     if not readings or set(readings) - {"recorded", "one_pass"}:
         p.error(f"--readings: expected recorded and/or one_pass, got {args.readings!r}")
     convolutions = [c for c in args.convolutions.split(",") if c]
-    if not convolutions or set(convolutions) - {"xla", "jaxlib"}:
-        p.error(f"--convolutions: expected xla and/or jaxlib, got {args.convolutions!r}")
+    if not convolutions or set(convolutions) - {"jaxlib", "xla"}:
+        p.error(f"--convolutions: expected jaxlib and/or xla, got {args.convolutions!r}")
     models = {}
     for path in paths:
         name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
         for reading in readings:
             for conv in convolutions:
-                label = name + (" 1 pass" if reading == "one_pass" else "") + (" jaxlib convs" if conv == "jaxlib" else "")
+                label = name + (" 1 pass" if reading == "one_pass" else "") + (" xla convs" if conv == "xla" else "")
                 models[label] = (path, reading == "one_pass", conv == "xla")
     runs = {name: {} for name in models}
     for s in settings:
@@ -240,7 +241,7 @@ def main(argv=None) -> int:
         "what": "ms per window: waveform (1, window) float32 in, probabilities out, host copies included",
         "window_s": args.window, "hop_s": args.hop, "target_ms_one_core": TARGET_MS,
         "models": {name: f"{path}{'' if args.workdir or args.models else ' defaults, random init'}"
-                         f"{', one pass' if one_pass else ''}{'' if xla else ', jaxlib default convolutions'}"
+                         f"{', one pass' if one_pass else ''}{', XLA convolutions' if xla else ''}"
                    for name, (path, one_pass, xla) in models.items()},
         "runs": runs,
     }

@@ -38,7 +38,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         refit=False,
         worker_threads=2,
         # Training examples are decoded once and kept in memory when they take at most this many MB
-        # (RAVDESS: 28 MB); 0: decoded from disk at every draw, half of the input pipeline's CPU time.
+        # (RAVDESS's training split: 28 MB); 0: decoded from disk at every draw, half of the pipeline's CPU.
         cache_train_mb=1024,
         # The synthetic corpus' size and seed; unset, the generator's defaults (as `python -m data_prep`).
         synthetic=ml_collections.ConfigDict(dict(

@@ -6,8 +6,9 @@ whole feature map (125 x 20 frames by mel bins for the recipe's second block), a
 that one at about 7 GFLOP/s on a 2-vCPU AMD EPYC: 108 ms of the recipe's 308 ms training step.
 XLA's own convolutions take the step to 205 ms and the README's RAVDESS run from 14 min 59 s to
 11 min 22 s (benchmarks/train_throughput.py times both). Validation and evaluation in the same
-process run with them too: a batch-64 evaluation step about 6% slower, a batch-1 model pass faster
-(2.8 against 4.2 ms).
+process run with them too (RAVDESS's validation speakers in batches of 32: 1.96 against 2.15 s).
+Prediction and serving keep jaxlib's choice: a streaming window at batch 1 takes the same time
+with either (`benchmarks/latency.py --convolutions=jaxlib,xla`).
 
 A setting of the process, like `host_memory`: XLA reads `XLA_FLAGS` once, when its CPU client
 starts, so call it before the first computation. A user's own ynn_fusion_type setting is left as it
