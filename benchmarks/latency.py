@@ -149,7 +149,7 @@ def run_child(args) -> dict:
     if args.breakdown:
         result["breakdown"] = _breakdown(predictor, jax.device_put(wave), jax.device_put(n), args.iters)
     result.update(cpus=len(os.sched_getaffinity(0)), xla_flags=os.environ.get("XLA_FLAGS", ""),
-                  convolutions="xla" if xla_cpu.SETTING in os.environ.get("XLA_FLAGS", "") else "jaxlib default",
+                  convolutions=xla_cpu.convolution_setting(),
                   window_samples=window, test_time_speeds=list(predictor.info.test_time_speeds))
     return result
 

@@ -41,9 +41,7 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, mo
     retained = host_memory.retain_freed_memory() if retain_memory else False
     if xla_convolutions:
         xla_cpu.prefer_xla_convolutions()
-    flags = os.environ.get("XLA_FLAGS", "")
-    convolutions = ("xla" if xla_cpu.SETTING in flags else "as XLA_FLAGS sets" if xla_cpu.FLAG in flags
-                    else "jaxlib default")
+    convolutions = xla_cpu.convolution_setting()
     import jax
     import numpy as np
 

@@ -47,3 +47,9 @@ def prefer_xla_convolutions(environ: dict[str, str] | None = None, jaxlib: tuple
         return False
     environ["XLA_FLAGS"] = f"{flags} {SETTING}".strip()
     return True
+
+
+def convolution_setting(environ: dict[str, str] | None = None) -> str:
+    """Which convolutions `XLA_FLAGS` in `environ` (default: os.environ) asks for, as benchmarks record it."""
+    flags = (os.environ if environ is None else environ).get("XLA_FLAGS", "")
+    return "xla" if SETTING in flags else "as XLA_FLAGS sets" if FLAG in flags else "jaxlib default"

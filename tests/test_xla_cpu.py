@@ -68,3 +68,9 @@ def test_a_jaxlib_without_the_flags_value_gets_nothing():
     assert environ == {}
     assert xla_cpu.prefer_xla_convolutions(environ, jaxlib=(0, 8, 2))
     assert environ == {"XLA_FLAGS": xla_cpu.SETTING}
+
+
+def test_the_setting_in_use_is_named_as_benchmarks_record_it():
+    assert xla_cpu.convolution_setting({}) == "jaxlib default"
+    assert xla_cpu.convolution_setting({"XLA_FLAGS": "--xla_force_host_platform_device_count=8 " + xla_cpu.SETTING}) == "xla"
+    assert xla_cpu.convolution_setting({"XLA_FLAGS": xla_cpu.FLAG + "=+individual_convolution"}) == "as XLA_FLAGS sets"
