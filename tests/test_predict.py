@@ -495,7 +495,7 @@ def test_a_packaged_model_predicts_as_its_workdir_does_with_no_workdir(trained, 
         Predictor.from_pretrained("nope")
 
 
-SHIPPED = ["ravdess_tess_cnn_bilstm", "ravdess_tess_conformer", "ravdess_tess_cnn_bilstm_x3"]
+SHIPPED = ["ravdess_tess_cnn_bilstm", "ravdess_tess_conformer", "ravdess_tess_cnn_bilstm_x3", "ravdess_tess_cnn_bilstm_cnn"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
