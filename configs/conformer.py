@@ -10,7 +10,7 @@ from configs.base import get_base_config
 def get_config():
     config = get_base_config()
     model = config.model.to_dict()
-    del model["lstm_hidden"], model["attention_heads"]
+    del model["lstm_hidden"], model["lstm_skip"], model["attention_heads"]
     model.update(name="conformer", d_model=96, num_layers=2, num_heads=4, ff_mult=2, conv_kernel=15)
     config.model = ml_collections.ConfigDict(model)
     config.lock()

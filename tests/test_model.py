@@ -11,7 +11,8 @@ TINY = dict(name="cnn_bilstm", channels=(4, 8), lstm_hidden=8, pooling="attentio
 TINY_CONFORMER = dict(name="conformer", channels=(4,), d_model=16, num_layers=1, num_heads=2, ff_mult=2,
                       conv_kernel=5, pooling="attention", attention_dim=8, dropout=0.0)
 VARIANTS = {"cnn_bilstm": TINY, "cnn_only": {**TINY, "lstm_hidden": 0}, "lstm_only": {**TINY, "channels": ()},
-            "bilstm_attention": {**TINY, "attention_heads": 2}, "mean_pooling": {**TINY, "pooling": "mean"},
+            "bilstm_attention": {**TINY, "attention_heads": 2},
+            "bilstm_skip": {**TINY, "lstm_skip": True, "attention_heads": 2}, "mean_pooling": {**TINY, "pooling": "mean"},
             "stats_pooling": {**TINY, "pooling": "attention_stats"},
             "conformer": TINY_CONFORMER,
             # Straight on the frames, the encoder itself must keep the garbage in the padding out.
@@ -90,6 +91,8 @@ def test_bad_model_configs_fail_clearly():
         _model(lstm_hiden=3)
     with pytest.raises(TypeError, match="lstm_hidden"):  # A BiLSTM key in a conformer config.
         _model(TINY_CONFORMER, lstm_hidden=8)
+    with pytest.raises(ValueError, match="lstm_skip"):  # Nothing to skip.
+        _model(lstm_hidden=0, lstm_skip=True)
     with pytest.raises(ValueError, match="attention_heads=3"):  # 16 BiLSTM features do not split in 3.
         _model(attention_heads=3)
     with pytest.raises(ValueError, match="num_heads=3"):
@@ -112,6 +115,23 @@ def test_attention_after_the_bilstm_is_a_residual_layer_that_changes_the_logits(
     without = model.classify(model.pool_frames(model.lstm(h, frame_lengths), length_mask(frame_lengths, h.shape[1])))
     np.testing.assert_allclose(model(x, lengths), without, atol=1e-6)
     assert np.abs(np.asarray(with_attention - without)).max() > 1e-3
+
+
+def test_lstm_skip_hands_the_conv_features_and_the_bilstm_output_to_the_layers_after_it():
+    x = jax.random.normal(jax.random.key(7), (2, 24, 17))
+    lengths = jnp.array([24, 15])
+    skip, plain = _model(lstm_skip=True), _model()
+    assert skip.head.in_features == skip.frame_features + 2 * 8 and plain.head.in_features == 2 * 8
+    for model in (skip, plain):  # A silenced BiLSTM (every gate's input zero) outputs exactly zero.
+        for param in (model.lstm.input_proj.kernel, model.lstm.input_proj.bias, model.lstm.recurrent):
+            param.value = jnp.zeros_like(param.value)
+    h, frame_lengths = skip.front_end(x, lengths, train=False, rngs=None)
+    conv_only = jnp.concatenate([h, jnp.zeros((*h.shape[:2], 16))], axis=-1)
+    np.testing.assert_allclose(skip(x, lengths), skip.classify(skip.pool_frames(conv_only, length_mask(
+        frame_lengths, h.shape[1]))), atol=1e-6)
+    # Without the skip a silenced BiLSTM leaves the head nothing of the input; with it the conv features remain.
+    np.testing.assert_allclose(plain(x, lengths), plain(-x, lengths), atol=1e-6)
+    assert np.abs(np.asarray(skip(x, lengths) - skip(-x, lengths))).max() > 1e-3
 
 
 def test_rotary_attention_scores_depend_on_the_offset_only():

@@ -4,7 +4,10 @@
 comparison are this one module, so they differ only in what they are meant to differ in.
 `attention_heads` adds a residual self-attention layer over the encoder's output before pooling (as
 in the residual-LSTM-with-attention models of the SER literature): utterance-wide context that a
-BiLSTM of 48 units per direction carries only through its state.
+BiLSTM of 48 units per direction carries only through its state. `lstm_skip` passes the conv features
+around the BiLSTM to join its output, so the layers after it read both, as the CNN-only model reads
+the conv features: with self-attention there, the BiLSTM's 96 outputs a step are otherwise a
+bottleneck the CNN-only model does without.
 """
 
 from __future__ import annotations
@@ -127,17 +130,20 @@ class LogMelClassifier(nnx.Module):
 
 class Model(LogMelClassifier):
     def __init__(self, *, num_classes: int, n_mels: int, prosody: int = 0, channels: Sequence[int] = (32, 64),
-                 lstm_hidden: int = 128, attention_heads: int = 0, pooling: str = "attention",
-                 attention_dim: int = 64, dropout: float = 0.3, input_norm: str = "dataset", dtype: str = "float32",
-                 rngs: nnx.Rngs):
+                 lstm_hidden: int = 128, lstm_skip: bool = False, attention_heads: int = 0,
+                 pooling: str = "attention", attention_dim: int = 64, dropout: float = 0.3,
+                 input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
         if not channels and not lstm_hidden:
             raise ValueError("a model needs conv channels, an LSTM, or both")
+        if lstm_skip and not lstm_hidden:
+            raise ValueError("model.lstm_skip passes features around the BiLSTM: it needs model.lstm_hidden > 0")
         super().__init__(n_mels, channels, prosody=prosody, dropout=dropout, input_norm=input_norm, dtype=dtype,
                          rngs=rngs)
         dtype = self.dtype
         features = self.frame_features
         self.lstm = BiLSTM(features, lstm_hidden, dtype=dtype, rngs=rngs) if lstm_hidden else None
-        features = 2 * lstm_hidden if lstm_hidden else features
+        self.lstm_skip = lstm_skip
+        features = (features if lstm_skip else 0) + 2 * lstm_hidden if lstm_hidden else features
         if attention_heads and (features % attention_heads or (features // attention_heads) % 2):
             raise ValueError(f"model.attention_heads={attention_heads} must split the {features} encoder features "
                              "into heads of an even size (rotary positions rotate pairs of features)")
@@ -151,7 +157,8 @@ class Model(LogMelClassifier):
         x, lengths = self.front_end(x, lengths, train=train, rngs=rngs)
         mask = length_mask(lengths, x.shape[1])
         if self.lstm is not None:
-            x = self.lstm(x, lengths)
+            encoded = self.lstm(x, lengths)
+            x = jnp.concatenate([x, encoded], axis=-1) if self.lstm_skip else encoded
         if self.attention is not None:
             x = x + self.attention(x, lengths, train=train, rngs=rngs)
         return self.pool_frames(x, mask)
