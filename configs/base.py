@@ -53,7 +53,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         pitch=True))  # Add each frame's periodicity and log F0 after the mel bins (False: log-Mel only).
     c.model = ml_collections.ConfigDict(dict(
         name="cnn_bilstm", channels=(16, 32), lstm_hidden=48,
-        lstm_skip=False,  # True: the conv features join the BiLSTM's output (skip the LSTM) for the layers after it.
+        lstm_skip=False,  # True: the conv features go around the BiLSTM and join its output for the layers after it.
         attention_heads=4,  # >0: a residual self-attention layer with this many heads after the BiLSTM.
         pooling="attention", attention_dim=32, dropout=0.1, input_norm="dataset", dtype="float32"))
     c.optim = ml_collections.ConfigDict(dict(

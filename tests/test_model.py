@@ -12,7 +12,8 @@ TINY_CONFORMER = dict(name="conformer", channels=(4,), d_model=16, num_layers=1,
                       conv_kernel=5, pooling="attention", attention_dim=8, dropout=0.0)
 VARIANTS = {"cnn_bilstm": TINY, "cnn_only": {**TINY, "lstm_hidden": 0}, "lstm_only": {**TINY, "channels": ()},
             "bilstm_attention": {**TINY, "attention_heads": 2},
-            "bilstm_skip": {**TINY, "lstm_skip": True, "attention_heads": 2}, "mean_pooling": {**TINY, "pooling": "mean"},
+            "bilstm_skip": {**TINY, "lstm_skip": True, "attention_heads": 2},
+            "mean_pooling": {**TINY, "pooling": "mean"},
             "stats_pooling": {**TINY, "pooling": "attention_stats"},
             "conformer": TINY_CONFORMER,
             # Straight on the frames, the encoder itself must keep the garbage in the padding out.

@@ -6,8 +6,8 @@ comparison are this one module, so they differ only in what they are meant to di
 in the residual-LSTM-with-attention models of the SER literature): utterance-wide context that a
 BiLSTM of 48 units per direction carries only through its state. `lstm_skip` passes the conv features
 around the BiLSTM to join its output, so the layers after it read both, as the CNN-only model reads
-the conv features: with self-attention there, the BiLSTM's 96 outputs a step are otherwise a
-bottleneck the CNN-only model does without.
+the conv features: with self-attention there, the BiLSTM's outputs are otherwise a bottleneck the
+CNN-only model does without (off: screened in session 31, the model then scores as the CNN-only one).
 """
 
 from __future__ import annotations
@@ -143,7 +143,8 @@ class Model(LogMelClassifier):
         features = self.frame_features
         self.lstm = BiLSTM(features, lstm_hidden, dtype=dtype, rngs=rngs) if lstm_hidden else None
         self.lstm_skip = lstm_skip
-        features = (features if lstm_skip else 0) + 2 * lstm_hidden if lstm_hidden else features
+        if lstm_hidden:
+            features = 2 * lstm_hidden + (features if lstm_skip else 0)
         if attention_heads and (features % attention_heads or (features // attention_heads) % 2):
             raise ValueError(f"model.attention_heads={attention_heads} must split the {features} encoder features "
                              "into heads of an even size (rotary positions rotate pairs of features)")
