@@ -52,7 +52,10 @@ def get_base_config() -> ml_collections.ConfigDict:
         trim_db=40.0,  # Cut leading/trailing audio 40 dB below the loudest frame (None: keep it all).
         pitch=True))  # Add each frame's periodicity and log F0 after the mel bins (False: log-Mel only).
     c.model = ml_collections.ConfigDict(dict(
-        name="cnn_bilstm", channels=(16, 32), lstm_hidden=48,
+        name="cnn_bilstm", channels=(16, 32),
+        deltas=0,  # 1 or 2: each mel bin's slope over time (and its slope) as more input channels of the conv.
+        instance_norm=0.0,  # >0: this fraction of the channels of every conv block but the last normalised per utterance.
+        lstm_hidden=48,
         lstm_skip=False,  # True: the conv features go around the BiLSTM and join its output for the layers after it.
         attention_heads=4,  # >0: a residual self-attention layer with this many heads after the BiLSTM.
         pooling="attention", attention_dim=32, dropout=0.1, input_norm="dataset", dtype="float32"))

@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 from ser_jax.models import create_model
-from ser_jax.models.layers import BiLSTM, length_mask, rotary
+from ser_jax.models.layers import BiLSTM, length_mask, rotary, time_deltas
 
 TINY = dict(name="cnn_bilstm", channels=(4, 8), lstm_hidden=8, pooling="attention", attention_dim=8, dropout=0.0)
 TINY_CONFORMER = dict(name="conformer", channels=(4,), d_model=16, num_layers=1, num_heads=2, ff_mult=2,
@@ -14,6 +14,9 @@ VARIANTS = {"cnn_bilstm": TINY, "cnn_only": {**TINY, "lstm_hidden": 0}, "lstm_on
             "bilstm_attention": {**TINY, "attention_heads": 2},
             "bilstm_skip": {**TINY, "lstm_skip": True, "attention_heads": 2},
             "mean_pooling": {**TINY, "pooling": "mean"},
+            "deltas": {**TINY, "deltas": 2},
+            "instance_norm": {**TINY, "instance_norm": 0.5},
+            "lstm_only_deltas": {**TINY, "channels": (), "deltas": 1},
             "stats_pooling": {**TINY, "pooling": "attention_stats"},
             "conformer": TINY_CONFORMER,
             # Straight on the frames, the encoder itself must keep the garbage in the padding out.
@@ -92,6 +95,12 @@ def test_bad_model_configs_fail_clearly():
         _model(lstm_hiden=3)
     with pytest.raises(TypeError, match="lstm_hidden"):  # A BiLSTM key in a conformer config.
         _model(TINY_CONFORMER, lstm_hidden=8)
+    with pytest.raises(ValueError, match="model.deltas"):
+        _model(deltas=3)
+    with pytest.raises(ValueError, match="fraction"):
+        _model(instance_norm=1.5)
+    with pytest.raises(ValueError, match="two or more conv blocks"):  # The one block is the last.
+        _model(channels=(4,), instance_norm=0.5)
     with pytest.raises(ValueError, match="lstm_skip"):  # Nothing to skip.
         _model(lstm_hidden=0, lstm_skip=True)
     with pytest.raises(ValueError, match="attention_heads=3"):  # 16 BiLSTM features do not split in 3.
@@ -188,6 +197,63 @@ def test_attentive_statistics_pooling_sees_how_much_a_feature_varies():
     std = jnp.sqrt((weights[:, None] * jnp.square(swinging[0, :6] - mean)).sum(0))
     np.testing.assert_allclose(out[1], jnp.concatenate([mean, std]), atol=1e-3)
     np.testing.assert_allclose(out[0], [1, 1, 1, 0, 0, 0], atol=1e-2)
+
+
+def test_time_deltas_are_the_slope_over_the_valid_frames_with_the_edges_repeated():
+    ramp = jnp.stack([3.0 * jnp.arange(8.0), jnp.square(jnp.arange(8.0))], axis=-1)[None]  # (1, 8, 2)
+    x = jnp.concatenate([ramp, jnp.pad(ramp[:, :5], ((0, 0), (0, 3), (0, 0)), constant_values=40.0)])
+    d = time_deltas(x, jnp.array([8, 5]))
+    np.testing.assert_allclose(d[0, 2:6, 0], 3.0, atol=1e-6)  # A straight line's slope, away from the edges.
+    np.testing.assert_allclose(d[0, 2:6, 1], 2.0 * jnp.arange(2.0, 6.0), atol=1e-5)  # d(t^2)/dt = 2t.
+    # At the first frame the two frames before it repeat it: (1 * (3 - 0) + 2 * (6 - 0)) / 10.
+    np.testing.assert_allclose(d[0, 0, 0], 1.5, atol=1e-6)
+    # The short example's last valid frames see its frame 4 repeated, not the padding; padding stays zero.
+    np.testing.assert_allclose(d[1, :5], time_deltas(x[1:, :5], jnp.array([5]))[0], atol=1e-6)
+    np.testing.assert_allclose(d[1, 3, 0], (1 * (12.0 - 6.0) + 2 * (12.0 - 3.0)) / 10, atol=1e-6)  # Frame 5 is 4's.
+    np.testing.assert_array_equal(d[1, 5:], 0.0)
+
+
+def test_deltas_widen_the_input_and_move_the_logits():
+    plain, with_deltas = _model(), _model(deltas=2)
+    assert with_deltas.blocks[0].conv.kernel.value.shape[2] == 3
+    x = jax.random.normal(jax.random.key(3), (2, 20, 17))
+    lengths = jnp.array([20, 14])
+    assert not np.allclose(with_deltas(x, lengths), plain(x, lengths), atol=1e-4)
+    # The same seed draws every other parameter alike: give the first kernel the plain model's weights
+    # on the mel image and zeros on the slopes, and the two models agree.
+    kernel = with_deltas.blocks[0].conv.kernel
+    kernel.value = jnp.zeros_like(kernel.value).at[:, :, :1].set(plain.blocks[0].conv.kernel.value)
+    np.testing.assert_allclose(with_deltas(x, lengths), plain(x, lengths), atol=1e-5)
+    frames = _model(channels=(), deltas=1)
+    assert frames.lstm.input_proj.kernel.value.shape[0] == 2 * 17
+
+
+def test_instance_normalised_channels_forget_each_clips_level_and_the_batch():
+    model = _model(instance_norm=0.5)
+    block = model.blocks[0]
+    assert (block.instance, model.blocks[1].instance) == (2, 0)  # Every block but the last.
+    x = jax.random.normal(jax.random.key(4), (2, 30, 17))
+    lengths = jnp.array([30, 19])
+    valid = length_mask(lengths, 30)[:, :, None, None]
+
+    def first_block_maps(inputs, train=True):
+        h = block.conv(jnp.where(valid, inputs[..., None], 0))
+        k = block.instance
+        mask = jnp.broadcast_to(valid, h.shape)
+        return (block.instance_norm(h[..., :k], mask=mask[..., :k]),
+                block.norm(h[..., k:], use_running_average=not train, mask=mask[..., k:]))
+
+    inst, batch = first_block_maps(x)
+    # The instance-normalised maps have zero mean and unit variance over each clip's valid frames.
+    for i, n in enumerate([30, 19]):
+        np.testing.assert_allclose(inst[i, :n].mean((0, 1)), 0.0, atol=1e-4)
+        np.testing.assert_allclose(inst[i, :n].std((0, 1)), 1.0, atol=1e-3)
+    # Scaling one clip's input scales its conv maps (the conv has no bias): its instance-normalised
+    # channels do not move, and neither does the other clip's; its batch-normalised ones do.
+    louder = x.at[1].multiply(3.0)
+    inst2, batch2 = first_block_maps(louder)
+    np.testing.assert_allclose(inst2[:, :19], inst[:, :19], atol=1e-3)
+    assert not np.allclose(batch2[1, :19], batch[1, :19], atol=1e-2)
 
 
 @pytest.mark.parametrize("variant", ["cnn_bilstm", "cnn_only", "lstm_only", "conformer"])

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ser_jax.models.layers import (AttentionPooling, BiLSTM, SelfAttention, length_mask, masked_mean,
-                                   normalize_per_utterance, normalize_utterance_gain)
+                                   normalize_per_utterance, normalize_utterance_gain, time_deltas)
 
 # model.input_norm -> what the model does to its (dataset-normalised) input first.
 INPUT_NORMS = {"dataset": None, "utterance": normalize_per_utterance, "gain": normalize_utterance_gain}
@@ -28,11 +28,22 @@ POOLINGS = ("attention", "attention_stats", "mean")
 
 
 class ConvBlock(nnx.Module):
-    """3x3 conv, masked BatchNorm, ReLU, 2x2 max-pool, dropout; padded frames stay exactly zero."""
+    """3x3 conv, masked BatchNorm, ReLU, 2x2 max-pool, dropout; padded frames stay exactly zero.
 
-    def __init__(self, in_channels: int, out_channels: int, *, dropout: float, dtype, rngs: nnx.Rngs):
+    With `instance_norm` > 0, that fraction of the output channels is normalised by each utterance's
+    own statistics over its valid frames instead (IBN-Net's mix, Pan et al., 2018): a channel's
+    level over a whole clip is mostly its speaker's and recording's, not its emotion's, and instance
+    normalisation removes it where batch statistics keep it; the other channels keep it for the
+    layers that need it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, instance_norm: float = 0.0, dropout: float, dtype,
+                 rngs: nnx.Rngs):
         self.conv = nnx.Conv(in_channels, out_channels, (3, 3), use_bias=False, dtype=dtype, rngs=rngs)
-        self.norm = nnx.BatchNorm(out_channels, momentum=0.9, dtype=dtype, rngs=rngs)
+        self.instance = round(instance_norm * out_channels)
+        self.instance_norm = (nnx.GroupNorm(self.instance, num_groups=self.instance, epsilon=1e-5, dtype=dtype,
+                                            rngs=rngs) if self.instance else None)
+        self.norm = nnx.BatchNorm(out_channels - self.instance, momentum=0.9, dtype=dtype, rngs=rngs)
         # Whole feature maps are dropped (spatial dropout): neighbouring time-frequency cells are
         # strongly correlated, so per-cell dropout regularises little, and its random bits dominate
         # the step time on CPUs.
@@ -41,7 +52,10 @@ class ConvBlock(nnx.Module):
     def __call__(self, x, lengths, *, train: bool, rngs: nnx.Rngs | None):
         valid = length_mask(lengths, x.shape[1])[:, :, None, None]
         x = self.conv(jnp.where(valid, x, 0))
-        x = self.norm(x, use_running_average=not train, mask=jnp.broadcast_to(valid, x.shape))
+        mask, k = jnp.broadcast_to(valid, x.shape), self.instance
+        batch_normed = self.norm(x[..., k:], use_running_average=not train, mask=mask[..., k:])
+        x = (jnp.concatenate([self.instance_norm(x[..., :k], mask=mask[..., :k]), batch_normed], axis=-1)
+             if k else batch_normed)
         x = jnp.where(valid, jax.nn.relu(x), 0)
         # ReLU outputs are >= 0, so zero padding to even sizes never wins a max over valid frames.
         x = jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
@@ -55,6 +69,11 @@ class LogMelClassifier(nnx.Module):
     (`front_end`), pooling over valid frames (`pool_frames`) and the softmax head at the end
     (`classify`); a model's `embed` puts its sequence encoder in between.
 
+    With `deltas` 1 or 2, each mel bin's slope over time (and the slope of that) joins the mel image
+    as a second (and third) input channel of the first conv block, or as more columns where there are
+    no conv blocks: how fast the spectrum moves, computed after augmentation so that it follows the
+    augmented image, for the cost of a wider first layer.
+
     The input's last `prosody` columns (periodicity and log F0, `FeatureConfig.pitch`) are not part
     of the mel image: they bypass the conv blocks and join each of its output steps, the frames it
     pooled together side by side, so the encoder gets the pitch contour at full time resolution.
@@ -63,20 +82,28 @@ class LogMelClassifier(nnx.Module):
     (`blocks/0/conv/kernel`, `head/kernel`, ...) in the models that build on it.
     """
 
-    def __init__(self, n_mels: int, channels: Sequence[int], *, prosody: int, dropout: float, input_norm: str,
-                 dtype: str, rngs: nnx.Rngs):
+    def __init__(self, n_mels: int, channels: Sequence[int], *, prosody: int, deltas: int, instance_norm: float,
+                 dropout: float, input_norm: str, dtype: str, rngs: nnx.Rngs):
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"model.input_norm must be one of {sorted(INPUT_NORMS)}, got {input_norm!r}")
+        if deltas not in (0, 1, 2):
+            raise ValueError(f"model.deltas must be 0, 1 or 2 (orders of time derivatives), got {deltas!r}")
+        if not 0.0 <= instance_norm <= 1.0:
+            raise ValueError(f"model.instance_norm is a fraction of each conv block's channels, got {instance_norm!r}")
+        if instance_norm and len(channels) < 2:
+            raise ValueError("model.instance_norm applies to every conv block but the last, which keeps batch "
+                             f"statistics: it needs two or more conv blocks, got model.channels={tuple(channels)}")
         self.dtype = jnp.dtype(dtype)
         self.input_norm = input_norm
-        self.n_mels, self.prosody = n_mels, prosody
-        ins = (1, *channels[:-1])
-        self.blocks = nnx.List([ConvBlock(i, o, dropout=dropout, dtype=self.dtype, rngs=rngs)
-                                for i, o in zip(ins, channels)])
+        self.n_mels, self.prosody, self.deltas = n_mels, prosody, deltas
+        ins = (1 + deltas, *channels[:-1])
+        self.blocks = nnx.List([ConvBlock(i, o, instance_norm=instance_norm if b < len(channels) - 1 else 0.0,
+                                          dropout=dropout, dtype=self.dtype, rngs=rngs)
+                                for b, (i, o) in enumerate(zip(ins, channels))])
         for _ in channels:  # Odd mel counts are padded to even before each pooling.
             n_mels = (n_mels + 1) // 2
         self.time_stride = 2 ** len(channels)
-        self.frame_features = (n_mels * channels[-1] if channels else n_mels) + self.time_stride * prosody
+        self.frame_features = (n_mels * channels[-1] if channels else n_mels * (1 + deltas)) + self.time_stride * prosody
 
     def front_end(self, x: jax.Array, lengths: jax.Array, *, train: bool, rngs: nnx.Rngs | None
                   ) -> tuple[jax.Array, jax.Array]:
@@ -84,9 +111,12 @@ class LogMelClassifier(nnx.Module):
         if (norm := INPUT_NORMS[self.input_norm]) is not None:
             x = norm(x.astype(jnp.float32), length_mask(lengths, x.shape[1]))
         x = x.astype(self.dtype)
+        mel, extra, frame_lengths = [x[..., :self.n_mels]], x[..., self.n_mels:], lengths
+        for _ in range(self.deltas):
+            mel.append(time_deltas(mel[-1], lengths))
         if not self.blocks:
-            return x, lengths
-        x, extra, frame_lengths = x[..., :self.n_mels, None], x[..., self.n_mels:], lengths
+            return jnp.concatenate([*mel, extra], axis=-1), lengths
+        x = jnp.stack(mel, axis=-1)
         for block in self.blocks:
             x, lengths = block(x, lengths, train=train, rngs=rngs)
         x = x.reshape(*x.shape[:2], -1)
@@ -130,15 +160,15 @@ class LogMelClassifier(nnx.Module):
 
 class Model(LogMelClassifier):
     def __init__(self, *, num_classes: int, n_mels: int, prosody: int = 0, channels: Sequence[int] = (32, 64),
-                 lstm_hidden: int = 128, lstm_skip: bool = False, attention_heads: int = 0,
+                 deltas: int = 0, instance_norm: float = 0.0, lstm_hidden: int = 128, lstm_skip: bool = False, attention_heads: int = 0,
                  pooling: str = "attention", attention_dim: int = 64, dropout: float = 0.3,
                  input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
         if not channels and not lstm_hidden:
             raise ValueError("a model needs conv channels, an LSTM, or both")
         if lstm_skip and not lstm_hidden:
             raise ValueError("model.lstm_skip passes features around the BiLSTM: it needs model.lstm_hidden > 0")
-        super().__init__(n_mels, channels, prosody=prosody, dropout=dropout, input_norm=input_norm, dtype=dtype,
-                         rngs=rngs)
+        super().__init__(n_mels, channels, prosody=prosody, deltas=deltas, instance_norm=instance_norm,
+                         dropout=dropout, input_norm=input_norm, dtype=dtype, rngs=rngs)
         dtype = self.dtype
         features = self.frame_features
         self.lstm = BiLSTM(features, lstm_hidden, dtype=dtype, rngs=rngs) if lstm_hidden else None

@@ -99,6 +99,23 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return (x.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
 
 
+def time_deltas(x: jax.Array, lengths: jax.Array, width: int = 2) -> jax.Array:
+    """Regression slope of each (batch, time, features) column over +-`width` frames (the HTK delta).
+
+    Frames past the ends of an utterance repeat its first or last valid frame, so the slopes at its
+    edges, and every slope of a valid frame, are those of the unpadded utterance; padding stays zero.
+    """
+    t = jnp.arange(x.shape[1])[None, :]
+    last = jnp.maximum(lengths[:, None] - 1, 0)
+
+    def frames(offset: int) -> jax.Array:
+        return jnp.take_along_axis(x, jnp.clip(t + offset, 0, last)[..., None], axis=1)
+
+    slope = sum(n * (frames(n) - frames(-n)) for n in range(1, width + 1))
+    slope = slope / (2 * sum(n * n for n in range(1, width + 1)))
+    return jnp.where(length_mask(lengths, x.shape[1])[..., None], slope, 0).astype(x.dtype)
+
+
 def normalize_per_utterance(x: jax.Array, mask: jax.Array, eps: float = 1e-3) -> jax.Array:
     """Each utterance's features to zero mean and unit variance over its own valid frames, per bin.
 
