@@ -54,7 +54,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         name="cnn_bilstm", channels=(16, 32),
         deltas=0,  # 1 or 2: each mel bin's slope over time (and its slope) as more input channels of the conv.
-        instance_norm=0.0,  # >0: this fraction of the channels of every conv block but the last normalised per utterance.
+        instance_norm=0.0,  # >0: this share of the channels of each conv block before the last normalised per clip.
         lstm_hidden=48,
         lstm_skip=False,  # True: the conv features go around the BiLSTM and join its output for the layers after it.
         attention_heads=4,  # >0: a residual self-attention layer with this many heads after the BiLSTM.

@@ -103,7 +103,8 @@ class LogMelClassifier(nnx.Module):
         for _ in channels:  # Odd mel counts are padded to even before each pooling.
             n_mels = (n_mels + 1) // 2
         self.time_stride = 2 ** len(channels)
-        self.frame_features = (n_mels * channels[-1] if channels else n_mels * (1 + deltas)) + self.time_stride * prosody
+        image_features = n_mels * channels[-1] if channels else n_mels * (1 + deltas)
+        self.frame_features = image_features + self.time_stride * prosody
 
     def front_end(self, x: jax.Array, lengths: jax.Array, *, train: bool, rngs: nnx.Rngs | None
                   ) -> tuple[jax.Array, jax.Array]:
@@ -160,7 +161,8 @@ class LogMelClassifier(nnx.Module):
 
 class Model(LogMelClassifier):
     def __init__(self, *, num_classes: int, n_mels: int, prosody: int = 0, channels: Sequence[int] = (32, 64),
-                 deltas: int = 0, instance_norm: float = 0.0, lstm_hidden: int = 128, lstm_skip: bool = False, attention_heads: int = 0,
+                 deltas: int = 0, instance_norm: float = 0.0, lstm_hidden: int = 128, lstm_skip: bool = False,
+                 attention_heads: int = 0,
                  pooling: str = "attention", attention_dim: int = 64, dropout: float = 0.3,
                  input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
         if not channels and not lstm_hidden:

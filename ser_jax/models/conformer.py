@@ -77,8 +77,8 @@ class ConformerBlock(nnx.Module):
 
 class Model(LogMelClassifier):
     def __init__(self, *, num_classes: int, n_mels: int, prosody: int = 0, channels: Sequence[int] = (32, 64),
-                 deltas: int = 0, instance_norm: float = 0.0, d_model: int = 96, num_layers: int = 2, num_heads: int = 4, ff_mult: int = 2,
-                 conv_kernel: int = 15,
+                 deltas: int = 0, instance_norm: float = 0.0, d_model: int = 96, num_layers: int = 2,
+                 num_heads: int = 4, ff_mult: int = 2, conv_kernel: int = 15,
                  pooling: str = "attention", attention_dim: int = 64, dropout: float = 0.3,
                  input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
         if d_model % num_heads or (d_model // num_heads) % 2:
