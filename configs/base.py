@@ -81,7 +81,10 @@ def get_base_config() -> ml_collections.ConfigDict:
         # True: each comma-separated entry of teachers is one teacher pieced from the files it matches,
         # which score disjoint clips: out-of-fold predictions, each clip scored by a model that never
         # heard its speaker (the teachers' verdicts on voices they do not know, not their memory).
-        cross_fitted=False))
+        cross_fitted=False,
+        # Online, instead of teachers: training workdirs (comma-separated, globs, "{test_fold}") whose
+        # models, at teacher_checkpoint and read as one, score every augmented training batch.
+        teacher_models="", teacher_checkpoint="latest"))
     c.augment = ml_collections.ConfigDict(dict(
         speed=0.1,  # >0: play each example up to this much faster or slower (tempo and pitch together).
         vtlp=0.0,  # >0: scale each example's frequencies by up to this much (vocal-tract length).

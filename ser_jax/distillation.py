@@ -13,6 +13,11 @@ little beyond the label. A cross-fitted teacher is pieced from models that each 
 speakers it held out: its targets are what a model makes of a voice it does not know. On RAVDESS
 it screened up and did not beat in-sample teachers on the test folds (docs/results/accuracy.md,
 session 18), so it is a setting, not the recipe.
+
+Online teachers (`distill.teacher_models`) are the trained models themselves, read on each augmented
+training batch: the student matches them on the very view it sees (a sped-up, masked, restyled
+clip), where an in-sample teacher is unsure and its answer says more than the label ("function
+matching", Beyer et al., 2022), instead of on the clean clip it has memorised.
 """
 
 from __future__ import annotations
@@ -22,9 +27,14 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+from ser_jax import config_files, trained_model
 from ser_jax.ensemble import read_predictions
+from ser_jax.model_info import ModelInfo
 
 # predictions.csv holds probabilities to 6 decimals: a floor keeps log-space softening finite.
 PROBABILITY_FLOOR = 1e-6
@@ -39,13 +49,56 @@ def teacher_files(spec: str, test_fold: int, cross_fitted: bool = False) -> list
     together from the files it matches (out-of-fold predictions: each piece scored by a model that
     held out the speakers it scores)."""
     teachers = []
-    for pattern in (p.strip() for p in spec.split(",") if p.strip()):
-        pattern = pattern.replace("{test_fold}", str(test_fold))
-        matches = sorted(glob.glob(pattern))
-        if not matches:
-            raise FileNotFoundError(f"distill.teachers: no predictions file matches {pattern!r}")
+    for matches in _matches(spec, test_fold, "distill.teachers", "predictions file"):
         teachers.extend([matches] if cross_fitted else [[m] for m in matches])
     return teachers
+
+
+def _matches(spec: str, test_fold: int, setting: str, what: str) -> list[list[str]]:
+    """The paths each comma-separated glob pattern of `spec` matches, "{test_fold}" filled in; a
+    pattern that matches nothing is refused."""
+    found = []
+    for pattern in (p.strip() for p in spec.split(",") if p.strip()):
+        pattern = pattern.replace("{test_fold}", str(test_fold))
+        if not (matches := sorted(glob.glob(pattern))):
+            raise FileNotFoundError(f"{setting}: no {what} matches {pattern!r}")
+        found.append(matches)
+    return found
+
+
+def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: ModelInfo) -> trained_model.TrainedModel:
+    """The models of `distill.teacher_models` (training workdirs: comma-separated paths or globs, with
+    "{test_fold}"), each at `checkpoint`, as one model: several are read as their ensemble.
+
+    They must read the student's inputs as it does (its classes in its order, its feature settings,
+    its normalisation statistics, which come from the training data): a teacher trained on other data
+    would answer about other inputs. Refused before any training step, naming the teacher.
+    """
+    workdirs = [w for matches in _matches(spec, test_fold, "distill.teacher_models", "training workdir")
+                for w in matches]
+    members = [trained_model.TrainedModel.load(w, checkpoint) for w in workdirs]
+    for member in members:
+        info = member.info
+        checks = [("classes", list(info.class_names) == list(student.class_names)),
+                  ("feature settings", info.features == student.features),
+                  ("normalisation statistics", info.mean.shape == student.mean.shape
+                   and np.allclose(info.mean, student.mean, rtol=1e-4) and np.allclose(info.std, student.std, rtol=1e-4))]
+        if differs := [name for name, same in checks if not same]:
+            raise ValueError(f"distill.teacher_models: {member.checkpoint} differs from the student in its "
+                             f"{', '.join(differs)}; an online teacher must be trained on the student's data")
+    if len(members) == 1:
+        return members[0]
+    configs = [config_files.load_from_workdir(w).model for w in workdirs]
+    return trained_model.ensemble(members, configs)[0]
+
+
+def online_targets(graphdef: nnx.GraphDef, variables: dict, mel: jax.Array, lengths: jax.Array,
+                   temperature: float) -> jax.Array:
+    """The teacher's class probabilities for a batch as the student sees it, softened by `temperature`
+    (the softmax of its logits / T), with no gradient: the teacher is fixed."""
+    teacher = nnx.merge(graphdef, variables["params"], variables["batch_stats"])
+    logits = jax.lax.stop_gradient(teacher(mel, lengths, train=False))
+    return jax.nn.softmax(logits.astype(jnp.float32) / temperature, axis=-1)
 
 
 def soften(probabilities: np.ndarray, temperature: float) -> np.ndarray:

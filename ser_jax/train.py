@@ -30,6 +30,7 @@ from ser_jax.evaluate import Evaluator
 from ser_jax.features import FeatureConfig
 from ser_jax.metric_writers import MetricWriter
 from ser_jax.models import create_model
+from ser_jax.trained_model import TrainedModel
 from ser_jax.warping import MelBins
 
 
@@ -87,7 +88,8 @@ def create_train_state(config: ml_collections.ConfigDict, num_classes: int, feat
 
 
 def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                   num_classes: int, mel_bins: MelBins, total_steps: int, class_weights: np.ndarray | None = None
+                   num_classes: int, mel_bins: MelBins, total_steps: int, class_weights: np.ndarray | None = None,
+                   teacher_graphdef: nnx.GraphDef | None = None, teacher_variables: dict | None = None
                    ) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State, dict]], tuple[nnx.State, dict | None]]:
     """((loss, (logits, new batch_stats, metrics)), (grads, adversary grads)) on a global batch, with
     augmentation and dropout.
@@ -97,13 +99,18 @@ def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, co
     a speaker adversary (`state.adversary`, batches then carry "speaker" ids), the loss adds its
     speaker cross-entropy on the gradient-reversed embedding, whose reversal ramps up over
     `total_steps`; the metrics hold the emotion loss alone as "loss". Batches with "teacher"
-    probabilities (distillation) train towards their blend with the labels (`config.distill.weight`).
+    probabilities (distillation) train towards their blend with the labels (`config.distill.weight`);
+    so does an online teacher (`teacher_graphdef` and its `teacher_variables`), read on the augmented batch.
     """
     _, aug_key, dropout_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
     targets = jax.nn.one_hot(batch["label"], num_classes)
     if "teacher" in batch:  # Distillation: the teachers take their share of each target.
         targets = (1 - config.distill.weight) * targets + config.distill.weight * batch["teacher"]
     mel, lengths, targets = augment.apply(aug_key, batch["mel"], batch["lengths"], targets, config.augment, mel_bins)
+    if teacher_graphdef is not None:  # Online distillation: the teacher reads the view the student sees.
+        teacher = distillation.online_targets(teacher_graphdef, teacher_variables, mel, lengths,
+                                              config.distill.temperature)
+        targets = (1 - config.distill.weight) * targets + config.distill.weight * teacher
     # A mixed (mixup) example takes its classes' weights in its proportions.
     example_weights = 1.0 if class_weights is None else targets @ jnp.asarray(class_weights, targets.dtype)
     smoothing = config.train.label_smoothing
@@ -157,13 +164,15 @@ def update_ema(ema_params: nnx.State, params: nnx.State, step: jax.Array, decay:
     return jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema_params, params)
 
 
-def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, num_classes: int, mel_bins: MelBins, total_steps: int,
-               class_weights: np.ndarray | None = None) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, batch: dict, teacher_variables: dict | None = None, *, graphdef: nnx.GraphDef,
+               tx: optax.GradientTransformation, config: ml_collections.ConfigDict, num_classes: int,
+               mel_bins: MelBins, total_steps: int, class_weights: np.ndarray | None = None,
+               teacher_graphdef: nnx.GraphDef | None = None) -> tuple[TrainState, dict]:
     """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
     (_, (logits, new_stats, step_metrics)), (grads, adversary_grads) = loss_and_grads(
         state, batch, graphdef=graphdef, config=config, num_classes=num_classes, mel_bins=mel_bins,
-        total_steps=total_steps, class_weights=class_weights)
+        total_steps=total_steps, class_weights=class_weights, teacher_graphdef=teacher_graphdef,
+        teacher_variables=teacher_variables)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     next_rng = jax.random.split(jax.random.wrap_key_data(state.rng), 3)[0]
     params = optax.apply_updates(state.params, updates)
@@ -180,20 +189,27 @@ def train_step(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, tx: op
 
 
 class Steps:
-    """The jitted train step for one mesh: state replicated, batches split along "data"."""
+    """The jitted train step for one mesh: state (and an online teacher) replicated, batches split
+    along "data"."""
 
     def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_bins: MelBins, *, total_steps: int,
-                 class_weights: np.ndarray | None = None, prior_offset: np.ndarray | None = None):
+                 class_weights: np.ndarray | None = None, prior_offset: np.ndarray | None = None,
+                 teacher: TrainedModel | None = None):
         self.replicated = mesh.replicated(device_mesh)
         self.batch_sharding = mesh.batch_sharding(device_mesh)
-        self.train = jax.jit(
+        self.teacher_variables = {} if teacher is None else jax.device_put(teacher.variables, self.replicated)
+        self._train = jax.jit(
             functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, num_classes=num_classes,
-                              mel_bins=mel_bins, total_steps=total_steps, class_weights=class_weights),
-            in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated,
+                              mel_bins=mel_bins, total_steps=total_steps, class_weights=class_weights,
+                              teacher_graphdef=None if teacher is None else teacher.graphdef),
+            in_shardings=(self.replicated, self.batch_sharding, self.replicated), out_shardings=self.replicated,
             donate_argnums=0)
         # Validation reads the model as evaluation and deployment will (test-time speeds included).
         self.evaluator = Evaluator(device_mesh, graphdef, speeds=tuple(config.inference.test_time_speeds),
                                    bins=mel_bins, prior_offset=prior_offset)
+
+    def train(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        return self._train(state, batch, self.teacher_variables)
 
     def global_batch(self, local_batch: dict) -> dict:
         return mesh.global_batch(self.batch_sharding, local_batch)
@@ -302,8 +318,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # The adversary tells apart every training speaker of every corpus ("corpus/speaker").
     speakers = datasets.training_speakers(corpora) if config.train.speaker_adversary else []
     graphdef, state = create_train_state(config, len(class_names), features, tx, num_speakers=len(speakers))
+    if config.distill.teachers and config.distill.teacher_models:
+        raise ValueError("distill.teachers (predictions files) and distill.teacher_models (trained models read "
+                         "online) are two ways to distil: set one")
+    online_teacher = None
+    if config.distill.teacher_models:
+        online_teacher = distillation.load_online_teacher(config.distill.teacher_models, config.data.test_fold,
+                                                          config.distill.teacher_checkpoint, info)
+        print(f"Distilling online from {online_teacher.checkpoint} (weight {config.distill.weight}, temperature "
+              f"{config.distill.temperature})")
     steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names), MelBins.of(features, std),
-                  total_steps=total_steps, class_weights=class_weights, prior_offset=info.prior_offset())
+                  total_steps=total_steps, class_weights=class_weights, prior_offset=info.prior_offset(),
+                  teacher=online_teacher)
     state = steps.place_state(state)
 
     teacher_targets = None

@@ -18,7 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from data_prep.corpora import synthetic
 from ser_jax.config_files import load_py
 from ser_jax.features import FeatureConfig
-from ser_jax import checkpoints, ensemble, evaluate, train, warping
+from ser_jax import checkpoints, distillation, ensemble, evaluate, train, warping
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
 from ser_jax.trained_model import TrainedModel
@@ -494,6 +494,86 @@ def _teacher_csv(path, sources, class_names, shift: int) -> str:
                 p = np.eye(len(class_names))[(lookup[ex["label"]] + shift) % len(class_names)]
                 w.writerow([input_pipeline.clip_path(ex), "s", "female", "synthetic", "x", "x", *p])
     return str(path)
+
+
+def test_online_teacher_scores_the_augmented_view_the_student_sees():
+    config = tiny_config("")
+    with config.unlocked():
+        config.distill.update(weight=1.0, temperature=0.1)  # A sharp teacher: its answer moves with the input.
+    graphdef, state = train.create_train_state(config, num_classes=5, features=FEATURES,
+                                               tx=train.create_optimizer(config.optim, 10))
+    with config.unlocked():
+        config.seed = 1
+    teacher_graphdef, teacher = train.create_train_state(config, num_classes=5, features=FEATURES,
+                                                         tx=train.create_optimizer(config.optim, 10))
+    teacher_variables = train.model_variables(teacher)
+    rng = np.random.default_rng(0)
+    batch = {"mel": rng.normal(size=(8, 120, 24)).astype(np.float32), "lengths": np.full(8, 120, np.int32),
+             "label": np.array([0, 1, 2, 3, 4, 0, 1, 2], np.int32)}
+    clean = distillation.online_targets(teacher_graphdef, teacher_variables, batch["mel"], batch["lengths"], 0.1)
+    assert float(clean.max(-1).mean()) > 0.6  # Decisive, not uniform: a wrong view would show.
+
+    def losses(cfg):
+        loss = functools.partial(train.loss_and_grads, state, graphdef=graphdef, config=cfg, num_classes=5,
+                                 mel_bins=MEL_BINS, total_steps=10)
+        online = loss(batch, teacher_graphdef=teacher_graphdef, teacher_variables=teacher_variables)[0][0]
+        on_clean_clips = loss({**batch, "teacher": clean})[0][0]  # What fixed teacher targets would give.
+        return float(online), float(on_clean_clips)
+
+    online, on_clean_clips = losses(config)  # The recipe's augmentation: another view than the clean clip.
+    assert online != pytest.approx(on_clean_clips, rel=1e-3)
+    with config.unlocked():
+        config.augment.update(speed=0.0, freq_mixstyle=0.0, gain_db=0.0, tilt_db=0.0, spec_augment=False)
+    online, on_clean_clips = losses(config)  # No augmentation: the view is the clip, the targets the same.
+    assert online == pytest.approx(on_clean_clips, rel=1e-5)
+
+
+def test_online_teachers_are_read_as_one_and_must_know_the_students_data(tmp_path, reference_run):
+    import shutil
+
+    workdir = reference_run[0]
+    info = ModelInfo.load(workdir)
+    single = distillation.load_online_teacher(workdir, 0, "latest", info)
+    pair = distillation.load_online_teacher(f"{workdir},{workdir.replace('reference', 'referen?e')}", 0,
+                                            "latest", info)
+    assert pair.checkpoint == f"{single.checkpoint},{single.checkpoint}"  # The glob found the same run.
+    mel = np.random.default_rng(0).normal(size=(4, 100, info.features.dim)).astype(np.float32)
+    lengths = np.array([100, 80, 60, 40], np.int32)
+    np.testing.assert_allclose(distillation.online_targets(pair.graphdef, pair.variables, mel, lengths, 2.0),
+                               distillation.online_targets(single.graphdef, single.variables, mel, lengths, 2.0),
+                               rtol=1e-5, atol=1e-6)
+    other = str(tmp_path / "other_data")  # The same model, as if trained on data of another loudness.
+    shutil.copytree(workdir, other)
+    with open(os.path.join(other, "model_info.json")) as f:
+        data = json.load(f)
+    data["mean"] = [m + 1.0 for m in data["mean"]]
+    with open(os.path.join(other, "model_info.json"), "w") as f:
+        json.dump(data, f)
+    with pytest.raises(ValueError, match=r"other_data/checkpoints/\d+ differs from the student in its "
+                                         r"normalisation statistics"):
+        distillation.load_online_teacher(f"{workdir},{other}", 0, "latest", info)
+    with pytest.raises(FileNotFoundError, match=r"distill.teacher_models: no training workdir matches .*fold3"):
+        distillation.load_online_teacher(str(tmp_path / "fold{test_fold}"), 3, "latest", info)
+
+
+def test_online_distillation_run_learns_from_the_teacher(tmp_path, data_dir, reference_run):
+    config = tiny_config(data_dir)
+    with config.unlocked():
+        config.distill.update(weight=1.0, teachers=str(tmp_path / "teacher.csv"), teacher_models=reference_run[0])
+    with pytest.raises(ValueError, match="set one"):
+        train.train_and_evaluate(config, str(tmp_path / "both"))
+    with config.unlocked():
+        config.distill.teachers = ""
+    workdir = str(tmp_path / "online")
+    train.train_and_evaluate(config, workdir)
+
+    def losses(run):
+        with open(os.path.join(run, "metrics.jsonl")) as f:
+            return [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
+    # The reference run's initialisation, batches and draws: only the targets can move the first loss.
+    reference, distilled = losses(reference_run[0]), losses(workdir)
+    assert len(distilled) == len(reference) and distilled[0] != pytest.approx(reference[0], rel=1e-3)
+    assert TrainedModel.load(workdir).step == NUM_EPOCHS * STEPS_PER_EPOCH
 
 
 def test_training_examples_held_in_memory_give_the_same_batches_as_read_from_disk(data_dir, reference_run):
