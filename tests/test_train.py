@@ -480,6 +480,12 @@ def test_distillation_trains_towards_the_teachers_share_of_each_target():
     assert on_other != pytest.approx(on_labels, rel=1e-2)
 
 
+def _train_losses(workdir: str) -> list[float]:
+    """The training loss of every logged step of a run."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
+
+
 def _teacher_csv(path, sources, class_names, shift: int) -> str:
     """A teacher sure of each clip's label shifted by `shift` classes, for every clip of `sources`."""
     from ser_jax import dataset_format as fmt, input_pipeline
@@ -567,11 +573,8 @@ def test_online_distillation_run_learns_from_the_teacher(tmp_path, data_dir, ref
     workdir = str(tmp_path / "online")
     train.train_and_evaluate(config, workdir)
 
-    def losses(run):
-        with open(os.path.join(run, "metrics.jsonl")) as f:
-            return [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
     # The reference run's initialisation, batches and draws: only the targets can move the first loss.
-    reference, distilled = losses(reference_run[0]), losses(workdir)
+    reference, distilled = _train_losses(reference_run[0]), _train_losses(workdir)
     assert len(distilled) == len(reference) and distilled[0] != pytest.approx(reference[0], rel=1e-3)
     assert TrainedModel.load(workdir).step == NUM_EPOCHS * STEPS_PER_EPOCH
 
@@ -637,10 +640,7 @@ def test_distillation_run_learns_from_the_teachers_and_refuses_clips_they_did_no
     workdir = str(tmp_path / "distilled")
     train.train_and_evaluate(config, workdir)
 
-    def losses(run):
-        with open(os.path.join(run, "metrics.jsonl")) as f:
-            return [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
     # Same initialisation, batches and draws as the reference run (a rerun follows it exactly, as the
     # resume test shows): only the targets, the teacher's wrong classes, can move the first loss.
-    reference, distilled = losses(reference_run[0]), losses(workdir)
+    reference, distilled = _train_losses(reference_run[0]), _train_losses(workdir)
     assert len(distilled) == len(reference) and distilled[0] != pytest.approx(reference[0], rel=1e-3)
