@@ -78,12 +78,7 @@ def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: Mod
                 for w in matches]
     members = [trained_model.TrainedModel.load(w, checkpoint) for w in workdirs]
     for member in members:
-        info = member.info
-        checks = [("classes", list(info.class_names) == list(student.class_names)),
-                  ("feature settings", info.features == student.features),
-                  ("normalisation statistics", info.mean.shape == student.mean.shape
-                   and np.allclose(info.mean, student.mean, rtol=1e-4) and np.allclose(info.std, student.std, rtol=1e-4))]
-        if differs := [name for name, same in checks if not same]:
+        if differs := trained_model.input_difference(member.info, student):
             raise ValueError(f"distill.teacher_models: {member.checkpoint} differs from the student in its "
                              f"{', '.join(differs)}; an online teacher must be trained on the student's data")
     if len(members) == 1:

@@ -92,19 +92,26 @@ def ensemble(members: Sequence[TrainedModel], model_configs: Sequence[Mapping]) 
     return model, config
 
 
+def input_difference(a: ModelInfo, b: ModelInfo) -> list[str]:
+    """What differs in how two models read their inputs and name their outputs, in words (empty if
+    nothing): one model's input and answer mean the same to the other only if none does."""
+    checks = [("class names", list(a.class_names) == list(b.class_names)),
+              ("feature settings", a.features == b.features),
+              ("normalisation statistics", a.mean.shape == b.mean.shape and np.allclose(a.mean, b.mean, rtol=1e-4)
+               and np.allclose(a.std, b.std, rtol=1e-4))]
+    return [name for name, same in checks if not same]
+
+
 def _info_difference(a: ModelInfo, b: ModelInfo) -> str:
     """What differs between two members' ModelInfo, in words ("" if nothing that matters does)."""
     def corpora(info):
         # Not the paths: each run may prepare its own copy of the same data.
         return [(c["corpus"], c.get("splits")) for c in info.corpora]
 
-    checks = [("class names", a.class_names == b.class_names), ("feature settings", a.features == b.features),
-              ("normalisation statistics", a.mean.shape == b.mean.shape and np.allclose(a.mean, b.mean, rtol=1e-4)
-               and np.allclose(a.std, b.std, rtol=1e-4)),
-              ("training corpora and splits", corpora(a) == corpora(b)),
+    checks = [("training corpora and splits", corpora(a) == corpora(b)),
               ("transductive speaker normalisation", a.speaker_normalized == b.speaker_normalized),
               ("test-time speeds", a.test_time_speeds == b.test_time_speeds),
               ("training class prior", len(a.class_prior) == len(b.class_prior)
                and np.allclose(a.class_prior, b.class_prior, rtol=1e-4)),
               ("prior correction", a.prior_correction == b.prior_correction)]
-    return ", ".join(name for name, same in checks if not same)
+    return ", ".join(input_difference(a, b) + [name for name, same in checks if not same])
