@@ -17,6 +17,7 @@ import ast
 import json
 import os
 import time
+from collections.abc import Sequence
 
 from absl import app, flags, logging
 
@@ -33,6 +34,9 @@ flags.DEFINE_list("seeds", ["0"], "Training seeds; every fold is trained once pe
                   "table adds a row for their ensemble (mean probabilities).")
 flags.DEFINE_list("only_folds", [], "Run just these rounds (default: all); e.g. to split the work over machines.")
 flags.DEFINE_multi_string("set", [], "Config overrides for every run, e.g. --set=train.num_epochs=20.")
+flags.DEFINE_string("against", "", "A finished comparison's workdir (DIR, or DIR:CONFIG where it ran several "
+                    "configs) to pair every config's runs with, fold by fold and seed by seed: the lever's "
+                    "differences, their 95% interval and paired t, in paired_<config>.md beside the table.")
 FLAGS = flags.FLAGS
 
 RESULTS = "results.jsonl"
@@ -72,6 +76,28 @@ def _done(results_path: str) -> dict[tuple, dict]:
     with open(results_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return {(r["config"], r["fold"], r["seed"]): r for r in rows}
+
+
+def reference_runs(against: str, folds: Sequence[int]) -> tuple[str, list[dict]]:
+    """`--against` -> its name and its runs, checked before any training: they must exist, be of one
+    config, and test at least one of `folds`."""
+    workdir, _, config = against.rpartition(":") if ":" in against else (against, "", "")
+    results = os.path.join(workdir, RESULTS)
+    if not os.path.exists(results):
+        raise app.UsageError(f"--against={against}: {results} does not exist (no comparison ran there)")
+    runs = list(_done(results).values())
+    configs = sorted({r["config"] for r in runs})
+    if not config:
+        if len(configs) > 1:
+            raise app.UsageError(f"--against={against}: {results} holds configs {configs}; name one as DIR:CONFIG")
+        config = configs[0] if configs else ""
+    runs = [r for r in runs if r["config"] == config]
+    if not runs:
+        raise app.UsageError(f"--against={against}: {results} has no runs of config {config!r} (it has {configs})")
+    if not {r["fold"] for r in runs} & set(folds):
+        raise app.UsageError(f"--against={against}: its runs test folds {sorted({r['fold'] for r in runs})}, "
+                             f"none of this comparison's {sorted(folds)}")
+    return f"{workdir} ({config})", runs
 
 
 def _run(path: str, name: str, fold: int, seed: int) -> dict:
@@ -144,15 +170,17 @@ def main(argv):
 
     host_memory.retain_freed_memory()  # Before JAX starts its threads.
     xla_cpu.prefer_xla_convolutions()  # Before XLA's CPU client starts.
-    from ser_jax import reports
+    from ser_jax import paired, reports
 
+    folds = [int(f) for f in FLAGS.only_folds] if FLAGS.only_folds else list(range(FLAGS.folds))
+    reference = reference_runs(FLAGS.against, folds) if FLAGS.against else None
     os.makedirs(FLAGS.workdir, exist_ok=True)
     results_path = os.path.join(FLAGS.workdir, RESULTS)
     done = _done(results_path)
     rows = []
     # Folds outermost: a comparison stopped early still has every config on the same folds.
     for seed in map(int, FLAGS.seeds):
-        for fold in map(int, FLAGS.only_folds) if FLAGS.only_folds else range(FLAGS.folds):
+        for fold in folds:
             for path in FLAGS.configs:
                 name = config_name(path)
                 key = (name, fold, seed)
@@ -163,10 +191,17 @@ def main(argv):
                 rows.append(done[key])
     rows.sort(key=lambda r: [config_name(p) for p in FLAGS.configs].index(r["config"]))
     write_pooled_confusions(rows, FLAGS.workdir)
+    paired_tables = [paired.write_paired_table(
+        [r for r in rows if r["config"] == name], reference[1],
+        os.path.join(FLAGS.workdir, f"paired_{name}.md"), os.path.join(FLAGS.workdir, f"paired_{name}.csv"),
+        name=name, reference_name=reference[0]) for name in dict.fromkeys(r["config"] for r in rows)
+    ] if reference else []
     rows += ensemble_rows(rows)  # With several seeds: what averaging them buys, beside the single runs.
     table = reports.write_comparison_table(rows, os.path.join(FLAGS.workdir, "comparison.md"),
                                            os.path.join(FLAGS.workdir, "comparison.csv"))
     print(table)
+    for paired_table in paired_tables:
+        print(paired_table)
     print(f"Per-fold figures: {os.path.join(FLAGS.workdir, 'comparison.csv')}")
 
 

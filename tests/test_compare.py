@@ -9,6 +9,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+from absl import app
+
+from ser_jax import compare, paired
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["data.synthetic.n_speakers=6", "data.synthetic.utterances_per_emotion=1", "data.max_frames=100",
@@ -47,3 +51,57 @@ def test_three_fold_comparison_writes_per_fold_rows_and_the_mean(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert (tmp_path / "comparison.md").read_text() == table
     assert "Validation after" not in second.stdout
+
+    # Against a reference whose folds scored 1 and 3 points lower and 2 higher: the paired table.
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    with open(tmp_path / "results.jsonl") as f:
+        runs = [json.loads(line) for line in f]
+    with open(reference / "results.jsonl", "w") as f:
+        for run, shift in zip(runs, (0.01, 0.03, -0.02)):
+            f.write(json.dumps({**run, "config": "cnn_bilstm", "ua": run["ua"] - shift}) + "\n")
+    third = subprocess.run(command + [f"--against={reference}"], cwd=REPO, capture_output=True, text=True)
+    assert third.returncode == 0, third.stderr[-3000:]
+    table = (tmp_path / "paired_cnn_only.md").read_text()
+    assert table in third.stdout and f"cnn_only against {reference} (cnn_bilstm)" in table
+    for fold, difference in enumerate(("+1.0", "+3.0", "-2.0")):
+        assert f"| {fold} | 0 | {100 * ua[fold]:.1f} | {100 * ua[fold] - float(difference):.1f} | {difference} |" in table
+    # Mean +0.67, sample std 2.52, t = 0.67 / (2.52 / sqrt 3) = 0.46, up on two folds, down on one.
+    assert "| runs of the same fold and seed | 3 | +0.7 | -5.6 to +6.9 | 2 / 0 / 1 | 0.46 | 0.691 |" in table
+    with open(tmp_path / "paired_cnn_only.csv") as f:
+        differences = [float(r["difference"]) for r in csv.DictReader(f)]
+    np.testing.assert_allclose(differences, [0.01, 0.03, -0.02], atol=1e-9)
+
+
+def _reference(path, runs):
+    path.mkdir()
+    with open(path / "results.jsonl", "w") as f:
+        f.writelines(json.dumps({"config": c, "fold": fold, "seed": 0, "ua": 0.5}) + "\n" for c, fold in runs)
+    return str(path)
+
+
+def test_against_refuses_a_reference_it_cannot_pair_with_before_training(tmp_path):
+    with pytest.raises(app.UsageError, match="results.jsonl does not exist"):
+        compare.reference_runs(str(tmp_path / "nowhere"), [0, 1, 2])
+    two = _reference(tmp_path / "two", [("cnn_only", 0), ("cnn_bilstm", 0)])
+    with pytest.raises(app.UsageError, match=r"holds configs \['cnn_bilstm', 'cnn_only'\]; name one"):
+        compare.reference_runs(two, [0, 1, 2])
+    with pytest.raises(app.UsageError, match="no runs of config 'conformer'"):
+        compare.reference_runs(two + ":conformer", [0, 1, 2])
+    assert compare.reference_runs(two + ":cnn_only", [0])[0] == f"{two} (cnn_only)"
+    with pytest.raises(app.UsageError, match=r"test folds \[0\], none of this comparison's \[1, 2\]"):
+        compare.reference_runs(two + ":cnn_only", [1, 2])
+
+
+def test_paired_summary_over_folds_uses_each_sides_seed_mean(tmp_path):
+    runs = [{"fold": f, "seed": s, "ua": u} for f, s, u in ((0, 0, 0.60), (0, 1, 0.64), (1, 0, 0.50), (1, 1, 0.54))]
+    reference = [{"fold": 0, "seed": 0, "ua": 0.60}, {"fold": 1, "seed": 0, "ua": 0.50}]
+    table = paired.write_paired_table(runs, reference, str(tmp_path / "p.md"), str(tmp_path / "p.csv"),
+                                      name="lever", reference_name="recipe")
+    # Seed 1 has no reference run: the matched pairs are the two seed-0 runs, both level.
+    assert "| runs of the same fold and seed | 2 | +0.0 | n/a | 0 / 2 / 0 | n/a | n/a |" in table
+    # Fold means: +2 points on each fold, with no spread: no t, and up on both.
+    assert "| folds, each side's mean over its seeds | 2 | +2.0 | n/a | 2 / 0 / 0 | n/a | n/a |" in table
+    with pytest.raises(ValueError, match="share no test fold"):
+        paired.write_paired_table(runs, [{"fold": 5, "seed": 0, "ua": 0.5}], str(tmp_path / "q.md"),
+                                  str(tmp_path / "q.csv"), name="lever", reference_name="recipe")
