@@ -66,8 +66,9 @@ def _summary_row(what: str, s: dict) -> str:
 def write_paired_table(runs: Sequence[dict], reference: Sequence[dict], out_md: str, out_csv: str, *,
                        name: str, reference_name: str) -> str:
     """Markdown (returned and written) and CSV of `runs` (one config's) against `reference`: every
-    matched run's UA and difference, then two summaries: over runs matched on fold and seed, and over
-    folds (each side's mean over its seeds, so seeds need not match)."""
+    matched run's UA and difference, then a summary over the runs matched on fold and seed and, where
+    some run on those folds has no partner, one over the folds (each side's mean over its seeds, so
+    seeds need not match)."""
     pairs = matched_runs(runs, reference)
     if not pairs and not set(fold_means(runs)) & set(fold_means(reference)):
         raise ValueError(f"{name} and {reference_name} share no test fold: nothing to compare")
@@ -86,12 +87,15 @@ def write_paired_table(runs: Sequence[dict], reference: Sequence[dict], out_md: 
     shared = [k for k in lever_folds if k in ref_folds]
     lines += ["", "| paired over | n | mean difference | 95% interval | up / level / down | paired t | p |",
               "|---|---|---|---|---|---|---|"]
+    # Where every run on the shared folds has its partner, the folds' summary would repeat the runs'.
+    unmatched = len({_key(r) for r in [*runs, *reference] if (_key(r)[0], _key(r)[2]) in shared}) > len(pairs)
     for transductive in sorted({k[1] for k in shared} | {_key(r)[2] for r, _ in pairs}):
         kind = " (transductive)" if transductive else ""
         lines.append(_summary_row(f"runs of the same fold and seed{kind}", summarise(
             [100 * (float(r["ua"]) - float(ref["ua"])) for r, ref in pairs if _key(r)[2] == transductive])))
-        lines.append(_summary_row(f"folds, each side's mean over its seeds{kind}", summarise(
-            [lever_folds[k] - ref_folds[k] for k in shared if k[1] == transductive])))
+        if unmatched:
+            lines.append(_summary_row(f"folds, each side's mean over its seeds{kind}", summarise(
+                [lever_folds[k] - ref_folds[k] for k in shared if k[1] == transductive])))
     md = "\n".join(lines) + "\n"
     with open(out_md, "w") as f:
         f.write(md)

@@ -68,6 +68,7 @@ def test_three_fold_comparison_writes_per_fold_rows_and_the_mean(tmp_path):
         assert f"| {fold} | 0 | {100 * ua[fold]:.1f} | {100 * ua[fold] - float(difference):.1f} | {difference} |" in table
     # Mean +0.67, sample std 2.52, t = 0.67 / (2.52 / sqrt 3) = 0.46, up on two folds, down on one.
     assert "| runs of the same fold and seed | 3 | +0.7 | -5.6 to +6.9 | 2 / 0 / 1 | 0.46 | 0.691 |" in table
+    assert "folds, each side's mean" not in table  # Every run has its partner: it would say the same.
     with open(tmp_path / "paired_cnn_only.csv") as f:
         differences = [float(r["difference"]) for r in csv.DictReader(f)]
     np.testing.assert_allclose(differences, [0.01, 0.03, -0.02], atol=1e-9)
