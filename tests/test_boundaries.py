@@ -15,7 +15,7 @@ LAYERS = {
     "leaves": ["features", "audio", "dataset_format", "tables", "host_memory", "xla_cpu"],
     "inference": ["classify", "predictor", "pretrained", "trained_model", "checkpoints", "model_info", "mesh",
                   "batching", "config_files", "models", "streaming", "export", "serving", "predict", "serve", "warping"],
-    "evaluation": ["evaluate", "input_pipeline", "metrics", "reports", "metric_writers", "ensemble"],
+    "evaluation": ["evaluate", "input_pipeline", "metrics", "reports", "metric_writers", "ensemble", "paired"],
     "training": ["main", "train", "datasets", "augment", "speaker_adversary", "distillation", "compare", "__init__"],
 }
 RANK = {f"ser_jax.{m}": rank for rank, modules in enumerate(LAYERS.values()) for m in modules}
