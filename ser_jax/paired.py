@@ -70,7 +70,9 @@ def write_paired_table(runs: Sequence[dict], reference: Sequence[dict], out_md: 
     some run on those folds has no partner, one over the folds (each side's mean over its seeds, so
     seeds need not match)."""
     pairs = matched_runs(runs, reference)
-    if not pairs and not set(fold_means(runs)) & set(fold_means(reference)):
+    lever_folds, ref_folds = fold_means(runs), fold_means(reference)
+    shared = [k for k in lever_folds if k in ref_folds]
+    if not shared:
         raise ValueError(f"{name} and {reference_name} share no test fold: nothing to compare")
     with open(out_csv, "w", newline="") as f:
         w = csv.writer(f)
@@ -83,8 +85,6 @@ def write_paired_table(runs: Sequence[dict], reference: Sequence[dict], out_md: 
     lines += [f"| {r['fold']}{' (transductive)' if r.get('transductive') else ''} | {r['seed']} "
               f"| {100 * float(r['ua']):.1f} | {100 * float(ref['ua']):.1f} "
               f"| {100 * (float(r['ua']) - float(ref['ua'])):+.1f} |" for r, ref in pairs]
-    lever_folds, ref_folds = fold_means(runs), fold_means(reference)
-    shared = [k for k in lever_folds if k in ref_folds]
     lines += ["", "| paired over | n | mean difference | 95% interval | up / level / down | paired t | p |",
               "|---|---|---|---|---|---|---|"]
     # Where every run on the shared folds has its partner, the folds' summary would repeat the runs'.
