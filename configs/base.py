@@ -55,6 +55,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         name="cnn_bilstm", channels=(16, 32),
         deltas=0,  # 1 or 2: each mel bin's slope over time (and its slope) as more input channels of the conv.
         instance_norm=0.0,  # >0: this share of the channels of each conv block before the last normalised per clip.
+        residual=False,  # True: each conv block a ResNet basic block (two 3x3 convs and a shortcut) before its pooling.
         lstm_hidden=48,
         lstm_skip=False,  # True: the conv features go around the BiLSTM and join its output for the layers after it.
         attention_heads=4,  # >0: a residual self-attention layer with this many heads after the BiLSTM.

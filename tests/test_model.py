@@ -16,6 +16,7 @@ VARIANTS = {"cnn_bilstm": TINY, "cnn_only": {**TINY, "lstm_hidden": 0}, "lstm_on
             "mean_pooling": {**TINY, "pooling": "mean"},
             "deltas": {**TINY, "deltas": 2},
             "instance_norm": {**TINY, "instance_norm": 0.5},
+            "residual": {**TINY, "residual": True},
             "lstm_only_deltas": {**TINY, "channels": (), "deltas": 1},
             "stats_pooling": {**TINY, "pooling": "attention_stats"},
             "conformer": TINY_CONFORMER,
@@ -101,6 +102,8 @@ def test_bad_model_configs_fail_clearly():
         _model(instance_norm=1.5)
     with pytest.raises(ValueError, match="two or more conv blocks"):  # The one block is the last.
         _model(channels=(4,), instance_norm=0.5)
+    with pytest.raises(ValueError, match="model.residual"):  # No conv blocks to make residual.
+        _model(channels=(), residual=True)
     with pytest.raises(ValueError, match="lstm_skip"):  # Nothing to skip.
         _model(lstm_hidden=0, lstm_skip=True)
     with pytest.raises(ValueError, match="attention_heads=3"):  # 16 BiLSTM features do not split in 3.
@@ -254,6 +257,42 @@ def test_instance_normalised_channels_forget_each_clips_level_and_the_batch():
     inst2, batch2 = first_block_maps(louder)
     np.testing.assert_allclose(inst2[:, :19], inst[:, :19], atol=1e-3)
     assert not np.allclose(batch2[1, :19], batch[1, :19], atol=1e-2)
+
+
+def test_residual_blocks_start_as_their_shortcut_and_learn_the_second_conv_on_top():
+    model = _model(channels=(4, 4), residual=True)
+    first, second = model.blocks
+    # A projection where the channel count changes (1 -> 4), the identity where it does not (4 -> 4).
+    assert first.shortcut.kernel.shape == (1, 1, 1, 4) and second.shortcut is None
+    assert second.conv2.kernel.shape == (3, 3, 4, 4)
+    x = jax.random.normal(jax.random.key(5), (2, 20, 17))
+    lengths = jnp.array([20, 13])
+    valid = length_mask(lengths, 20)[:, :, None, None]
+    inputs = jnp.where(valid, x[..., None], 0)
+    mask = jnp.broadcast_to(valid, (2, 20, 17, 4))
+
+    def pooled(h):
+        h = jnp.pad(h, ((0, 0), (0, 0), (0, 1), (0, 0)))
+        return h.reshape(2, 10, 2, 9, 2, 4).max(axis=(2, 4))
+
+    # At initialisation the second BatchNorm's scale is zero: the block is ReLU(shortcut), pooled.
+    shortcut = first.shortcut_norm(first.shortcut(inputs), use_running_average=True, mask=mask)
+    out, _ = first(x[..., None], lengths, train=False, rngs=None)
+    np.testing.assert_allclose(out, pooled(jnp.where(valid, jax.nn.relu(shortcut), 0)), atol=1e-6)
+    # Once that scale moves, the two-conv path adds to the shortcut.
+    first.norm2.scale[...] = jnp.ones(4)
+    h = jnp.where(valid, jax.nn.relu(first.norm(first.conv(inputs), use_running_average=True, mask=mask)), 0)
+    deep = first.norm2(first.conv2(h), use_running_average=True, mask=mask)
+    out, _ = first(x[..., None], lengths, train=False, rngs=None)
+    np.testing.assert_allclose(out, pooled(jnp.where(valid, jax.nn.relu(deep + shortcut), 0)), atol=1e-5)
+    assert not np.allclose(deep, 0, atol=1e-3)
+    # The identity shortcut adds the block's input unchanged.
+    second.norm2.scale[...] = jnp.zeros(4)
+    h2, _ = second(out, jnp.array([10, 7]), train=False, rngs=None)
+    valid2 = length_mask(jnp.array([10, 7]), 10)[:, :, None, None]
+    expected = jnp.where(valid2, out, 0)
+    expected = jnp.pad(expected, ((0, 0), (0, 0), (0, 1), (0, 0))).reshape(2, 5, 2, 5, 2, 4).max(axis=(2, 4))
+    np.testing.assert_allclose(h2, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("variant", ["cnn_bilstm", "cnn_only", "lstm_only", "conformer"])

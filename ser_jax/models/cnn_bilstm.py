@@ -35,15 +35,28 @@ class ConvBlock(nnx.Module):
     level over a whole clip is mostly its speaker's and recording's, not its emotion's, and instance
     normalisation removes it where batch statistics keep it; the other channels keep it for the
     layers that need it.
+
+    With `residual`, the block is a ResNet basic block before the pooling (He et al., 2016): a second
+    3x3 conv and BatchNorm, added to the block's input (through a 1x1 conv and BatchNorm where the
+    channel count changes) before the ReLU. The second BatchNorm's scale starts at zero (Goyal et
+    al., 2017), so each block starts as its shortcut and the deeper path is learnt only as it helps.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, instance_norm: float = 0.0, dropout: float, dtype,
-                 rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, out_channels: int, *, instance_norm: float = 0.0, residual: bool = False,
+                 dropout: float, dtype, rngs: nnx.Rngs):
         self.conv = nnx.Conv(in_channels, out_channels, (3, 3), use_bias=False, dtype=dtype, rngs=rngs)
         self.instance = round(instance_norm * out_channels)
         self.instance_norm = (nnx.GroupNorm(self.instance, num_groups=self.instance, epsilon=1e-5, dtype=dtype,
                                             rngs=rngs) if self.instance else None)
         self.norm = nnx.BatchNorm(out_channels - self.instance, momentum=0.9, dtype=dtype, rngs=rngs)
+        self.conv2 = (nnx.Conv(out_channels, out_channels, (3, 3), use_bias=False, dtype=dtype, rngs=rngs)
+                      if residual else None)
+        self.norm2 = (nnx.BatchNorm(out_channels, momentum=0.9, scale_init=nnx.initializers.zeros, dtype=dtype,
+                                    rngs=rngs) if residual else None)
+        projected = residual and in_channels != out_channels
+        self.shortcut = (nnx.Conv(in_channels, out_channels, (1, 1), use_bias=False, dtype=dtype, rngs=rngs)
+                         if projected else None)
+        self.shortcut_norm = nnx.BatchNorm(out_channels, momentum=0.9, dtype=dtype, rngs=rngs) if projected else None
         # Whole feature maps are dropped (spatial dropout): neighbouring time-frequency cells are
         # strongly correlated, so per-cell dropout regularises little, and its random bits dominate
         # the step time on CPUs.
@@ -51,12 +64,19 @@ class ConvBlock(nnx.Module):
 
     def __call__(self, x, lengths, *, train: bool, rngs: nnx.Rngs | None):
         valid = length_mask(lengths, x.shape[1])[:, :, None, None]
-        x = self.conv(jnp.where(valid, x, 0))
+        inputs = jnp.where(valid, x, 0)
+        x = self.conv(inputs)
         mask, k = jnp.broadcast_to(valid, x.shape), self.instance
         batch_normed = self.norm(x[..., k:], use_running_average=not train, mask=mask[..., k:])
         x = (jnp.concatenate([self.instance_norm(x[..., :k], mask=mask[..., :k]), batch_normed], axis=-1)
              if k else batch_normed)
         x = jnp.where(valid, jax.nn.relu(x), 0)
+        if self.conv2 is not None:
+            shortcut = inputs
+            if self.shortcut is not None:
+                shortcut = self.shortcut_norm(self.shortcut(inputs), use_running_average=not train, mask=mask)
+            x = self.norm2(self.conv2(x), use_running_average=not train, mask=mask)
+            x = jnp.where(valid, jax.nn.relu(x + shortcut), 0)
         # ReLU outputs are >= 0, so zero padding to even sizes never wins a max over valid frames.
         x = jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
         b, t, m, c = x.shape  # 2x2 max-pool as a reshape: XLA:CPU's reduce_window gradient is slow.
@@ -83,7 +103,7 @@ class LogMelClassifier(nnx.Module):
     """
 
     def __init__(self, n_mels: int, channels: Sequence[int], *, prosody: int, deltas: int, instance_norm: float,
-                 dropout: float, input_norm: str, dtype: str, rngs: nnx.Rngs):
+                 residual: bool, dropout: float, input_norm: str, dtype: str, rngs: nnx.Rngs):
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"model.input_norm must be one of {sorted(INPUT_NORMS)}, got {input_norm!r}")
         if deltas not in (0, 1, 2):
@@ -93,12 +113,14 @@ class LogMelClassifier(nnx.Module):
         if instance_norm and len(channels) < 2:
             raise ValueError("model.instance_norm applies to every conv block but the last, which keeps batch "
                              f"statistics: it needs two or more conv blocks, got model.channels={tuple(channels)}")
+        if residual and not channels:
+            raise ValueError("model.residual makes each conv block a residual block: it needs model.channels")
         self.dtype = jnp.dtype(dtype)
         self.input_norm = input_norm
         self.n_mels, self.prosody, self.deltas = n_mels, prosody, deltas
         ins = (1 + deltas, *channels[:-1])
         self.blocks = nnx.List([ConvBlock(i, o, instance_norm=instance_norm if b < len(channels) - 1 else 0.0,
-                                          dropout=dropout, dtype=self.dtype, rngs=rngs)
+                                          residual=residual, dropout=dropout, dtype=self.dtype, rngs=rngs)
                                 for b, (i, o) in enumerate(zip(ins, channels))])
         for _ in channels:  # Odd mel counts are padded to even before each pooling.
             n_mels = (n_mels + 1) // 2
@@ -161,7 +183,8 @@ class LogMelClassifier(nnx.Module):
 
 class Model(LogMelClassifier):
     def __init__(self, *, num_classes: int, n_mels: int, prosody: int = 0, channels: Sequence[int] = (32, 64),
-                 deltas: int = 0, instance_norm: float = 0.0, lstm_hidden: int = 128, lstm_skip: bool = False,
+                 deltas: int = 0, instance_norm: float = 0.0, residual: bool = False, lstm_hidden: int = 128,
+                 lstm_skip: bool = False,
                  attention_heads: int = 0,
                  pooling: str = "attention", attention_dim: int = 64, dropout: float = 0.3,
                  input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
@@ -170,7 +193,7 @@ class Model(LogMelClassifier):
         if lstm_skip and not lstm_hidden:
             raise ValueError("model.lstm_skip passes features around the BiLSTM: it needs model.lstm_hidden > 0")
         super().__init__(n_mels, channels, prosody=prosody, deltas=deltas, instance_norm=instance_norm,
-                         dropout=dropout, input_norm=input_norm, dtype=dtype, rngs=rngs)
+                         residual=residual, dropout=dropout, input_norm=input_norm, dtype=dtype, rngs=rngs)
         dtype = self.dtype
         features = self.frame_features
         self.lstm = BiLSTM(features, lstm_hidden, dtype=dtype, rngs=rngs) if lstm_hidden else None

@@ -77,15 +77,15 @@ class ConformerBlock(nnx.Module):
 
 class Model(LogMelClassifier):
     def __init__(self, *, num_classes: int, n_mels: int, prosody: int = 0, channels: Sequence[int] = (32, 64),
-                 deltas: int = 0, instance_norm: float = 0.0, d_model: int = 96, num_layers: int = 2,
-                 num_heads: int = 4, ff_mult: int = 2, conv_kernel: int = 15,
+                 deltas: int = 0, instance_norm: float = 0.0, residual: bool = False, d_model: int = 96,
+                 num_layers: int = 2, num_heads: int = 4, ff_mult: int = 2, conv_kernel: int = 15,
                  pooling: str = "attention", attention_dim: int = 64, dropout: float = 0.3,
                  input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
         if d_model % num_heads or (d_model // num_heads) % 2:
             raise ValueError(f"model.d_model={d_model} must split into model.num_heads={num_heads} heads of an "
                              "even size (rotary positions rotate pairs of features)")
         super().__init__(n_mels, channels, prosody=prosody, deltas=deltas, instance_norm=instance_norm,
-                         dropout=dropout, input_norm=input_norm, dtype=dtype, rngs=rngs)
+                         residual=residual, dropout=dropout, input_norm=input_norm, dtype=dtype, rngs=rngs)
         dtype = self.dtype
         self.project = nnx.Linear(self.frame_features, d_model, dtype=dtype, rngs=rngs)
         self.layers = nnx.List([ConformerBlock(d_model, num_heads, ff_mult * d_model, conv_kernel, dropout=dropout,
