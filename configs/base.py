@@ -71,6 +71,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         # >0: speaker-adversarial training with this weight: a classifier of the training speakers reads
         # the utterance embedding through a gradient reversal (ser_jax/speaker_adversary.py).
         speaker_adversary=0.0,
+        # A text field of the clips ("intensity", "gender"): a linear head learns it from the utterance
+        # embedding beside the emotions, its loss weighted by auxiliary_weight (ser_jax/auxiliary_task.py).
+        auxiliary_task="", auxiliary_weight=0.3,
     ))
     # Knowledge distillation, off: each training target blends the label with teachers' averaged
     # class probabilities (ser_jax/distillation.py). teachers: comma-separated predictions.csv files

@@ -100,11 +100,16 @@ def open_dataset(data_dir: str, corpus: str, config_name: str | None = None, spl
 SpeakerStats = Mapping[str, tuple[np.ndarray, np.ndarray]]  # speaker_key -> per-bin (mean, std).
 
 
+def text_field(example: Mapping, field: str) -> str:
+    """One of the example's TEXT_FIELDS as a str (records hold bytes, in-memory copies may hold str)."""
+    value = example[field]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def speaker_key(example: Mapping) -> str:
     """The example's speaker as data_prep stores it and lists it in the metadata: "corpus/speaker",
     since speaker ids are only unique within a corpus."""
-    speaker = example["speaker"]
-    return speaker.decode() if isinstance(speaker, bytes) else str(speaker)
+    return text_field(example, "speaker")
 
 
 def speaker_statistics(sources: Sequence) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -144,8 +149,7 @@ def in_memory(source) -> list[dict]:
 
 def clip_path(example: Mapping) -> str:
     """The source file an example was read from: its identity across datasets and predictions files."""
-    path = example["path"]
-    return path.decode() if isinstance(path, bytes) else str(path)
+    return text_field(example, "path")
 
 
 def clip_paths(sources: Sequence) -> list[str]:
@@ -154,13 +158,16 @@ def clip_paths(sources: Sequence) -> list[str]:
 
 class _CropNormalizePad(grain.transforms.RandomMap):
     """A random `max_frames` crop of longer clips, normalisation, zero padding; with `speaker_ids`,
-    the example's speaker as an id too, and with `teacher_targets`, the teachers' probabilities."""
+    the example's speaker as an id too, with `teacher_targets`, the teachers' probabilities, and with
+    `auxiliary` (a text field and its value -> id map), that field's id (-1: a value not in the map)."""
 
     def __init__(self, mean: np.ndarray, std: np.ndarray, max_frames: int, lookup: np.ndarray,
                  speaker_stats: SpeakerStats | None = None, speaker_ids: Mapping[str, int] | None = None,
-                 teacher_targets: Mapping[str, np.ndarray] | None = None):
+                 teacher_targets: Mapping[str, np.ndarray] | None = None,
+                 auxiliary: tuple[str, Mapping[str, int]] | None = None):
         self.mean, self.std, self.max_frames, self.lookup = mean, std, max_frames, lookup
         self.speaker_stats, self.speaker_ids, self.teacher_targets = speaker_stats, speaker_ids, teacher_targets
+        self.auxiliary = auxiliary
 
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
         mel = example["mel"]
@@ -175,6 +182,9 @@ class _CropNormalizePad(grain.transforms.RandomMap):
             out["speaker"] = np.int32(self.speaker_ids[speaker_key(example)])
         if self.teacher_targets is not None:
             out["teacher"] = self.teacher_targets[clip_path(example)]
+        if self.auxiliary is not None:
+            field, ids = self.auxiliary
+            out["auxiliary"] = np.int32(ids.get(text_field(example, field), -1))
         return out
 
 
@@ -204,7 +214,8 @@ def train_dataset(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class
                   max_frames: int, global_batch: int, seed: int, weights: Sequence[float] | None = None,
                   worker_threads: int = 2, speaker_stats: SpeakerStats | None = None,
                   speaker_ids: Mapping[str, int] | None = None,
-                  teacher_targets: Mapping[str, np.ndarray] | None = None) -> grain.IterDataset:
+                  teacher_targets: Mapping[str, np.ndarray] | None = None,
+                  auxiliary: tuple[str, Mapping[str, int]] | None = None) -> grain.IterDataset:
     """Infinite, per-epoch reshuffled batches of (global_batch / processes, max_frames, mels).
 
     Several sources (corpora) are one shuffled union, or, with `weights`, each corpus is drawn with
@@ -212,7 +223,8 @@ def train_dataset(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class
     (records are fetched lazily by index). With `speaker_stats`, each example is normalised by its
     speaker's statistics instead of `mean` and `std`. With `speaker_ids` ("corpus/speaker" -> id),
     batches also hold each example's "speaker" id (speaker-adversarial training), and with
-    `teacher_targets` (clip path -> class probabilities), its "teacher" probabilities (distillation).
+    `teacher_targets` (clip path -> class probabilities), its "teacher" probabilities (distillation),
+    and with `auxiliary` (a text field, value -> id), its "auxiliary" id, -1 for other values.
     """
     count, index = jax.process_count(), jax.process_index()
     if global_batch % count:
@@ -224,7 +236,7 @@ def train_dataset(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class
         ds = grain.MapDataset.mix([grain.MapDataset.source(s).seed(seed + i).shuffle().repeat()
                                    for i, s in enumerate(sources)], list(weights))
     ds = ds.random_map(_CropNormalizePad(mean, std, max_frames, fmt.label_lookup(class_names), speaker_stats,
-                                        speaker_ids, teacher_targets))
+                                        speaker_ids, teacher_targets, auxiliary))
     ds = _HostRows(ds, global_batch, count, index).batch(global_batch // count, drop_remainder=True)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=worker_threads, prefetch_buffer_size=4))
 
@@ -260,7 +272,7 @@ def load_eval_set(sources: Sequence, *, mean: np.ndarray, std: np.ndarray, class
         mels.append(_normalized(ex["mel"], ex, mean, std, speaker_stats).astype(np.float32))
         labels.append(label)
         for k in meta:
-            meta[k].append(ex[k].decode() if isinstance(ex[k], bytes) else str(ex[k]))
+            meta[k].append(text_field(ex, k))
     order = sorted(range(len(mels)), key=lambda j: (mels[j].shape[0], meta["path"][j]))
     return EvalSet([mels[j] for j in order], np.asarray(labels, np.int32)[order],
                    {k: np.asarray(v)[order] for k, v in meta.items()}, left_out)

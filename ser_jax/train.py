@@ -24,8 +24,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ser_jax import (augment, checkpoints, config_files, datasets, distillation, input_pipeline, mesh, metrics,
-                     model_info, speaker_adversary)
+from ser_jax import (augment, auxiliary_task, checkpoints, config_files, datasets, distillation, input_pipeline,
+                     mesh, metrics, model_info, speaker_adversary)
 from ser_jax.evaluate import Evaluator
 from ser_jax.features import FeatureConfig
 from ser_jax.metric_writers import MetricWriter
@@ -35,8 +35,9 @@ from ser_jax.warping import MelBins
 
 
 @flax.struct.dataclass
-class AdversaryState:
-    """The speaker adversary's weights and optimiser state (`ser_jax.speaker_adversary`)."""
+class HeadState:
+    """A training-only head's weights and optimiser state: the speaker adversary's
+    (`ser_jax.speaker_adversary`) or the auxiliary task's (`ser_jax.auxiliary_task`)."""
     params: dict
     opt_state: optax.OptState
 
@@ -49,7 +50,8 @@ class TrainState:
     ema_params: nnx.State  # What evaluation and deployment use; the params themselves when EMA is off.
     opt_state: optax.OptState
     rng: jax.Array  # Raw key data (uint32), which Orbax stores like any array.
-    adversary: AdversaryState | None = None  # Only with train.speaker_adversary > 0.
+    adversary: HeadState | None = None  # Only with train.speaker_adversary > 0.
+    auxiliary: HeadState | None = None  # Only with a train.auxiliary_task.
 
 
 def lr_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -65,9 +67,11 @@ def create_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.
 
 
 def create_train_state(config: ml_collections.ConfigDict, num_classes: int, features: FeatureConfig,
-                       tx: optax.GradientTransformation, num_speakers: int = 0) -> tuple[nnx.GraphDef, TrainState]:
-    """The model's initial state, and the speaker adversary's for `num_speakers` training speakers
-    when `train.speaker_adversary` is on."""
+                       tx: optax.GradientTransformation, num_speakers: int = 0,
+                       auxiliary_values: int = 0) -> tuple[nnx.GraphDef, TrainState]:
+    """The model's initial state, the speaker adversary's for `num_speakers` training speakers when
+    `train.speaker_adversary` is on, and the auxiliary head's for `auxiliary_values` values of
+    `train.auxiliary_task` when there is one."""
     key = jax.random.key(config.seed)
     init_key, train_key = jax.random.split(key)
     model = create_model(config.model, num_classes=num_classes, n_mels=features.n_mels,
@@ -80,25 +84,32 @@ def create_train_state(config: ml_collections.ConfigDict, num_classes: int, feat
                              f"training data has {num_speakers}")
         adversary_params = speaker_adversary.init_params(jax.random.fold_in(key, 1), model.embedding_features,
                                                          num_speakers)
-        adversary = AdversaryState(params=adversary_params, opt_state=tx.init(adversary_params))
+        adversary = HeadState(params=adversary_params, opt_state=tx.init(adversary_params))
+    auxiliary = None
+    if config.train.auxiliary_task:
+        auxiliary_params = auxiliary_task.init_params(jax.random.fold_in(key, 2), model.embedding_features,
+                                                      auxiliary_values)
+        auxiliary = HeadState(params=auxiliary_params, opt_state=tx.init(auxiliary_params))
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                       ema_params=jax.tree.map(jnp.copy, params),
-                       opt_state=tx.init(params), rng=jax.random.key_data(train_key), adversary=adversary)
+                       ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
+                       rng=jax.random.key_data(train_key), adversary=adversary, auxiliary=auxiliary)
     return graphdef, state
 
 
 def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
                    num_classes: int, mel_bins: MelBins, total_steps: int, class_weights: np.ndarray | None = None,
                    teacher_graphdef: nnx.GraphDef | None = None, teacher_variables: dict | None = None
-                   ) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State, dict]], tuple[nnx.State, dict | None]]:
-    """((loss, (logits, new batch_stats, metrics)), (grads, adversary grads)) on a global batch, with
-    augmentation and dropout.
+                   ) -> tuple[tuple[jax.Array, tuple[jax.Array, nnx.State, dict]], tuple[nnx.State, dict]]:
+    """((loss, (logits, new batch_stats, metrics)), (grads, heads' grads)) on a global batch, with
+    augmentation and dropout; the heads' grads by name ("adversary", "auxiliary"), None for an absent head.
 
     `mel_bins` (each bin's centre frequency and dB scale) lets augmentation move frequencies and levels.
     `class_weights` (`balanced_class_weights`) scales each example's loss by its class's weight. With
     a speaker adversary (`state.adversary`, batches then carry "speaker" ids), the loss adds its
     speaker cross-entropy on the gradient-reversed embedding, whose reversal ramps up over
-    `total_steps`; the metrics hold the emotion loss alone as "loss". Batches with "teacher"
+    `total_steps`; with an auxiliary head (`state.auxiliary`, batches then carry "auxiliary" ids,
+    -1 where unknown), its cross-entropy times `train.auxiliary_weight`. The metrics hold the
+    emotion loss alone as "loss". Batches with "teacher"
     probabilities (distillation) train towards their blend with the labels (`config.distill.weight`);
     so does an online teacher (`teacher_graphdef` and its `teacher_variables`), read on the augmented batch.
     """
@@ -116,7 +127,7 @@ def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, co
     smoothing = config.train.label_smoothing
     targets = targets * (1 - smoothing) + smoothing / num_classes
 
-    def loss_fn(params, adversary_params):
+    def loss_fn(params, heads):
         # copy=True: fresh Variables owned by this trace, so BatchNorm may update them inside jax.grad.
         model = nnx.merge(graphdef, params, state.batch_stats, copy=True)
         rngs = nnx.Rngs(dropout=dropout_key)
@@ -124,19 +135,26 @@ def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, co
         logits = model.classify(embedding, train=True, rngs=rngs)
         loss = (example_weights * optax.softmax_cross_entropy(logits, targets)).mean()
         step_metrics = {"loss": loss}
-        if adversary_params is not None:
+        if heads["adversary"] is not None:
             scale = speaker_adversary.reversal_scale(state.step, total_steps, config.train.speaker_adversary)
             speaker_logits = speaker_adversary.speaker_logits(
-                adversary_params, speaker_adversary.reverse_gradient(embedding, scale))
+                heads["adversary"], speaker_adversary.reverse_gradient(embedding, scale))
             # A mixup partner takes the smaller share, so a mixed example keeps its own speaker's label.
             speaker_loss = optax.softmax_cross_entropy_with_integer_labels(speaker_logits, batch["speaker"]).mean()
             step_metrics.update(speaker_loss=speaker_loss, reversal_scale=scale,
                                 speaker_accuracy=jnp.mean(jnp.argmax(speaker_logits, -1) == batch["speaker"]))
             loss = loss + speaker_loss
+        if heads["auxiliary"] is not None:
+            # A mixup partner takes the smaller share, so a mixed example keeps its own value.
+            auxiliary_loss, auxiliary_accuracy = auxiliary_task.loss_and_accuracy(heads["auxiliary"], embedding,
+                                                                                  batch["auxiliary"])
+            step_metrics.update(auxiliary_loss=auxiliary_loss, auxiliary_accuracy=auxiliary_accuracy)
+            loss = loss + config.train.auxiliary_weight * auxiliary_loss
         return loss, (logits, nnx.state(model, nnx.BatchStat), step_metrics)
 
-    adversary_params = state.adversary.params if state.adversary is not None else None
-    return jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(state.params, adversary_params)
+    heads = {name: None if head is None else head.params
+             for name, head in (("adversary", state.adversary), ("auxiliary", state.auxiliary))}
+    return jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(state.params, heads)
 
 
 def balanced_class_weights(frequencies: np.ndarray) -> np.ndarray:
@@ -169,21 +187,22 @@ def train_step(state: TrainState, batch: dict, teacher_variables: dict | None = 
                mel_bins: MelBins, total_steps: int, class_weights: np.ndarray | None = None,
                teacher_graphdef: nnx.GraphDef | None = None) -> tuple[TrainState, dict]:
     """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
-    (_, (logits, new_stats, step_metrics)), (grads, adversary_grads) = loss_and_grads(
+    (_, (logits, new_stats, step_metrics)), (grads, head_grads) = loss_and_grads(
         state, batch, graphdef=graphdef, config=config, num_classes=num_classes, mel_bins=mel_bins,
         total_steps=total_steps, class_weights=class_weights, teacher_graphdef=teacher_graphdef,
         teacher_variables=teacher_variables)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     next_rng = jax.random.split(jax.random.wrap_key_data(state.rng), 3)[0]
     params = optax.apply_updates(state.params, updates)
-    adversary = state.adversary
-    if adversary is not None:
-        adversary_updates, adversary_opt_state = tx.update(adversary_grads, adversary.opt_state, adversary.params)
-        adversary = AdversaryState(params=optax.apply_updates(adversary.params, adversary_updates),
-                                   opt_state=adversary_opt_state)
+    heads = {}
+    for name, head in (("adversary", state.adversary), ("auxiliary", state.auxiliary)):
+        if head is not None:
+            head_updates, head_opt_state = tx.update(head_grads[name], head.opt_state, head.params)
+            head = HeadState(params=optax.apply_updates(head.params, head_updates), opt_state=head_opt_state)
+        heads[name] = head
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                               ema_params=update_ema(state.ema_params, params, state.step, config.optim.ema_decay),
-                              opt_state=opt_state, rng=jax.random.key_data(next_rng), adversary=adversary)
+                              opt_state=opt_state, rng=jax.random.key_data(next_rng), **heads)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     return new_state, {**step_metrics, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
 
@@ -224,12 +243,10 @@ def model_variables(state: TrainState) -> dict:
 
 
 def checkpointed(state: TrainState) -> dict:
-    """The train state as checkpoints hold it: its fields, the adversary's only when there is one, so
-    that runs without it keep the layout their checkpoints always had (and older workdirs resume)."""
+    """The train state as checkpoints hold it: its fields, the training-only heads' only when there are
+    some, so that runs without them keep the layout their checkpoints always had (and older workdirs resume)."""
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
-    if state.adversary is None:
-        del fields["adversary"]
-    return fields
+    return {name: value for name, value in fields.items() if name not in ("adversary", "auxiliary") or value is not None}
 
 
 def _save(mngr, step: int, state: TrainState, train_iter, val_metrics: dict | None = None) -> None:
@@ -317,7 +334,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     schedule = lr_schedule(config.optim, total_steps)
     # The adversary tells apart every training speaker of every corpus ("corpus/speaker").
     speakers = datasets.training_speakers(corpora) if config.train.speaker_adversary else []
-    graphdef, state = create_train_state(config, len(class_names), features, tx, num_speakers=len(speakers))
+    auxiliary = (auxiliary_task.field_ids(train_sources, config.train.auxiliary_task)
+                 if config.train.auxiliary_task else None)
+    graphdef, state = create_train_state(config, len(class_names), features, tx, num_speakers=len(speakers),
+                                         auxiliary_values=len(auxiliary or ()))
     if config.distill.teachers and config.distill.teacher_models:
         raise ValueError("distill.teachers (predictions files) and distill.teacher_models (trained models read "
                          "online) are two ways to distil: set one")
@@ -348,7 +368,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         train_sources, mean=mean, std=std, class_names=class_names, max_frames=config.data.max_frames,
         global_batch=global_batch, seed=config.seed, weights=weights,
         worker_threads=config.data.worker_threads, speaker_stats=speaker_stats,
-        speaker_ids={s: i for i, s in enumerate(speakers)} if speakers else None, teacher_targets=teacher_targets))
+        speaker_ids={s: i for i, s in enumerate(speakers)} if speakers else None, teacher_targets=teacher_targets,
+        auxiliary=(config.train.auxiliary_task, auxiliary) if auxiliary else None))
     val_data = (input_pipeline.load_eval_set(validation, mean=mean, std=std, class_names=class_names,
                                              speaker_stats=speaker_stats) if validation else None)
     mngr = checkpoints.manager(workdir, keep_best=config.train.keep_best,

@@ -414,8 +414,9 @@ def test_speaker_adversary_reverses_its_gradient_into_the_model_by_the_ramped_we
 
     def grads(weight: float, step: int):
         state, fn = loss_and_grads_at(weight)
-        (_, (_, _, m)), (g, g_adversary) = fn(state.replace(step=jax.numpy.asarray(step, jax.numpy.int32)), batch)
-        return [np.asarray(x) for x in jax.tree.leaves(g)], g_adversary, m
+        (_, (_, _, m)), (g, g_heads) = fn(state.replace(step=jax.numpy.asarray(step, jax.numpy.int32)), batch)
+        assert g_heads["auxiliary"] is None
+        return [np.asarray(x) for x in jax.tree.leaves(g)], g_heads["adversary"], m
 
     off, no_adversary, m_off = grads(0.0, 5)
     assert no_adversary is None and "speaker_loss" not in m_off
@@ -434,11 +435,74 @@ def test_speaker_adversary_reverses_its_gradient_into_the_model_by_the_ramped_we
         np.testing.assert_allclose(c2, 2 * c1, rtol=1e-3, atol=1e-6)
 
 
-def test_speaker_adversarial_training_runs_resumes_and_deploys_the_plain_model(tmp_path, data_dir, reference_run):
+def test_auxiliary_task_adds_its_weighted_loss_on_the_clips_whose_value_is_known():
+    from ser_jax import auxiliary_task
+
+    rng = np.random.default_rng(3)
+    batch = {"mel": rng.normal(size=(8, 60, 24)).astype(np.float32), "lengths": np.full(8, 60, np.int32),
+             "label": rng.integers(0, 5, 8).astype(np.int32),
+             "auxiliary": np.array([0, 1, 1, 0, -1, 1, -1, 0], np.int32)}
+
+    @functools.cache
+    def loss_and_grads_at(weight: float):
+        config = tiny_config("", auxiliary_task="intensity" if weight else "", auxiliary_weight=weight)
+        config.augment.update(speed=0.0, freq_mixstyle=0.0, gain_db=0.0, tilt_db=0.0, spec_augment=False)
+        graphdef, state = train.create_train_state(config, num_classes=5, features=FEATURES,
+                                                   tx=train.create_optimizer(config.optim, 10),
+                                                   auxiliary_values=2 if weight else 0)
+        return state, jax.jit(functools.partial(train.loss_and_grads, graphdef=graphdef, config=config,
+                                                num_classes=5, mel_bins=MEL_BINS, total_steps=10))
+
+    def grads(weight: float, ids=batch["auxiliary"]):
+        state, fn = loss_and_grads_at(weight)
+        (loss, (_, _, m)), (g, g_heads) = fn(state, {**batch, "auxiliary": ids})
+        return float(loss), [np.asarray(x) for x in jax.tree.leaves(g)], g_heads, m, state
+
+    loss_off, off, heads_off, m_off, _ = grads(0.0)
+    assert heads_off == {"adversary": None, "auxiliary": None} and "auxiliary_loss" not in m_off
+    loss_one, one, heads_one, m, state = grads(0.5)
+    # The emotion loss is unchanged; the head's, weighted, is added to it.
+    assert float(m["loss"]) == pytest.approx(float(m_off["loss"]), rel=1e-6)
+    assert loss_one == pytest.approx(loss_off + 0.5 * float(m["auxiliary_loss"]), rel=1e-5)
+    assert 0 < float(m["auxiliary_loss"]) and float(m["auxiliary_accuracy"]) in {k / 6 for k in range(7)}
+    assert all(np.abs(x).max() > 0 for x in jax.tree.leaves(heads_one["auxiliary"]))
+    assert max(np.abs(a - b).max() for a, b in zip(one, off)) > 1e-5  # It reaches the encoder.
+    # Clips of unknown value add nothing: with none known, the gradients are the emotion loss's alone.
+    loss_none, none, heads_none, m_none, _ = grads(0.5, np.full(8, -1, np.int32))
+    assert float(m_none["auxiliary_loss"]) == 0.0 and loss_none == pytest.approx(loss_off, rel=1e-6)
+    for a, b in zip(none, off):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # The masked mean is the mean over the known clips.
+    embedding = np.asarray(jax.random.normal(jax.random.key(0), (4, state.auxiliary.params["kernel"].shape[0])))
+    params = state.auxiliary.params
+    logits = embedding @ np.asarray(params["kernel"]) + np.asarray(params["bias"])
+    ids = np.array([1, -1, 0, 1])
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -np.mean([log_p[0, 1], log_p[2, 0], log_p[3, 1]])
+    loss, accuracy = auxiliary_task.loss_and_accuracy(params, embedding, ids)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(accuracy) == pytest.approx(np.mean(logits[[0, 2, 3]].argmax(-1) == [1, 0, 1]))
+
+
+def test_auxiliary_task_values_come_from_the_training_clips_and_bad_fields_are_refused():
+    from ser_jax import auxiliary_task
+
+    clips = [{"intensity": b"strong", "gender": "female"}, {"intensity": b"normal", "gender": "female"},
+             {"intensity": b"", "gender": "unknown"}]
+    assert auxiliary_task.field_ids([clips[:1], clips[1:]], "intensity") == {"normal": 0, "strong": 1}
+    with pytest.raises(ValueError, match="'gender'.*1 known value"):
+        auxiliary_task.field_ids([clips], "gender")
+    with pytest.raises(ValueError, match="'loudness' is not a text field"):
+        auxiliary_task.field_ids([clips], "loudness")
+
+
+def test_training_only_heads_run_resume_and_deploy_the_plain_model(tmp_path, data_dir, reference_run):
+    """The speaker adversary and an auxiliary task together: both learn, both live in the train
+    state only, both resume."""
     import orbax.checkpoint as ocp
 
-    config = tiny_config(data_dir, speaker_adversary=0.5)
-    workdir = str(tmp_path / "adversary")
+    config = tiny_config(data_dir, speaker_adversary=0.5, auxiliary_task="gender")
+    workdir = str(tmp_path / "heads")
     train.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [r for r in map(json.loads, f) if "train/speaker_loss" in r]
@@ -446,14 +510,16 @@ def test_speaker_adversarial_training_runs_resumes_and_deploys_the_plain_model(t
     scales = [r["train/reversal_scale"] for r in rows]
     assert scales == sorted(scales) and 0 < scales[0] < scales[-1] <= 0.5
     assert all(0.0 <= r["train/speaker_accuracy"] <= 1.0 for r in rows)
-    # The adversary is in the train state (one logit per training speaker), not in the model item.
+    assert all(r["train/auxiliary_loss"] > 0 and 0.0 <= r["train/auxiliary_accuracy"] <= 1.0 for r in rows)
+    # The heads are in the train state (one logit per training speaker; female and male), not in the model item.
     mngr = checkpoints.manager(workdir, read_only=True)
     state = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
     assert state["adversary"]["params"]["out"]["bias"].shape == (4,)  # The 4 training speakers.
+    assert state["auxiliary"]["params"]["bias"].shape == (2,)
     model = TrainedModel.load(workdir)
     assert jax.tree.structure(model.params) == jax.tree.structure(TrainedModel.load(reference_run[0]).params)
     assert evaluate.evaluate(config, workdir)["metrics"]["num_examples"] == 8
-    # Resuming picks the adversary up with the rest of the state.
+    # Resuming picks the heads up with the rest of the state.
     with config.unlocked():
         config.train.num_epochs = NUM_EPOCHS + 1
     assert train.train_and_evaluate(config, workdir)["step"] == (NUM_EPOCHS + 1) * STEPS_PER_EPOCH
