@@ -54,6 +54,9 @@ class TrainState:
     auxiliary: HeadState | None = None  # Only with a train.auxiliary_task.
 
 
+HEADS = ("adversary", "auxiliary")  # The TrainState fields of the training-only heads.
+
+
 def lr_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
     """Linear warm-up to `lr`, then cosine decay to `lr * final_lr_fraction` at the last step."""
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
@@ -152,8 +155,7 @@ def loss_and_grads(state: TrainState, batch: dict, *, graphdef: nnx.GraphDef, co
             loss = loss + config.train.auxiliary_weight * auxiliary_loss
         return loss, (logits, nnx.state(model, nnx.BatchStat), step_metrics)
 
-    heads = {name: None if head is None else head.params
-             for name, head in (("adversary", state.adversary), ("auxiliary", state.auxiliary))}
+    heads = {name: None if getattr(state, name) is None else getattr(state, name).params for name in HEADS}
     return jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(state.params, heads)
 
 
@@ -195,7 +197,8 @@ def train_step(state: TrainState, batch: dict, teacher_variables: dict | None = 
     next_rng = jax.random.split(jax.random.wrap_key_data(state.rng), 3)[0]
     params = optax.apply_updates(state.params, updates)
     heads = {}
-    for name, head in (("adversary", state.adversary), ("auxiliary", state.auxiliary)):
+    for name in HEADS:
+        head = getattr(state, name)
         if head is not None:
             head_updates, head_opt_state = tx.update(head_grads[name], head.opt_state, head.params)
             head = HeadState(params=optax.apply_updates(head.params, head_updates), opt_state=head_opt_state)
@@ -246,7 +249,7 @@ def checkpointed(state: TrainState) -> dict:
     """The train state as checkpoints hold it: its fields, the training-only heads' only when there are
     some, so that runs without them keep the layout their checkpoints always had (and older workdirs resume)."""
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
-    return {name: value for name, value in fields.items() if name not in ("adversary", "auxiliary") or value is not None}
+    return {name: value for name, value in fields.items() if name not in HEADS or value is not None}
 
 
 def _save(mngr, step: int, state: TrainState, train_iter, val_metrics: dict | None = None) -> None:

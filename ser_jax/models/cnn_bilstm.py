@@ -184,9 +184,8 @@ class LogMelClassifier(nnx.Module):
 class Model(LogMelClassifier):
     def __init__(self, *, num_classes: int, n_mels: int, prosody: int = 0, channels: Sequence[int] = (32, 64),
                  deltas: int = 0, instance_norm: float = 0.0, residual: bool = False, lstm_hidden: int = 128,
-                 lstm_skip: bool = False,
-                 attention_heads: int = 0,
-                 pooling: str = "attention", attention_dim: int = 64, dropout: float = 0.3,
+                 lstm_skip: bool = False, attention_heads: int = 0, pooling: str = "attention",
+                 attention_dim: int = 64, dropout: float = 0.3,
                  input_norm: str = "dataset", dtype: str = "float32", rngs: nnx.Rngs):
         if not channels and not lstm_hidden:
             raise ValueError("a model needs conv channels, an LSTM, or both")
