@@ -63,6 +63,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         lr=3e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=1e-4, grad_clip=1.0,
         ema_decay=0.99,  # >0: validate, checkpoint for inference and deploy an average of the weights.
+        # >0: sharpness-aware minimisation (SAM) with this radius, from sam_start of the way through the
+        # schedule on: each step then takes its gradient at the worst nearby weights (twice the compute).
+        sam_rho=0.0, sam_start=0.5,
     ))
     c.train = ml_collections.ConfigDict(dict(
         batch_size=32, eval_batch_size=32, num_epochs=60, label_smoothing=0.1, log_every_steps=10,

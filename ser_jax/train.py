@@ -64,6 +64,23 @@ def lr_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Sched
                                               end_value=cfg.lr * cfg.final_lr_fraction)
 
 
+def sam_start_step(cfg: ml_collections.ConfigDict, total_steps: int) -> int:
+    """The first step of sharpness-aware minimisation (`optim.sam_rho` > 0): `optim.sam_start` of the way
+    through the schedule. Late SAM finds much of full SAM's flatter minimum at a fraction of its cost
+    (Zhou et al., 2024): each SAM step computes the gradients twice."""
+    if cfg.sam_rho < 0 or not 0 <= cfg.sam_start < 1:
+        raise ValueError(f"optim.sam_rho must be >= 0 (got {cfg.sam_rho}) and optim.sam_start a fraction of the "
+                         f"schedule in [0, 1) (got {cfg.sam_start})")
+    return int(round(cfg.sam_start * total_steps))
+
+
+def sharpness_aware_params(params: nnx.State, grads: nnx.State, rho: float) -> nnx.State:
+    """The weights moved by `rho` up the gradient: about the worst point of the ball of radius `rho`,
+    where SAM takes its gradient (Foret et al., 2021)."""
+    scale = rho / (optax.global_norm(grads) + 1e-12)
+    return jax.tree.map(lambda p, g: p + scale * g, params, grads)
+
+
 def create_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
                        optax.adamw(lr_schedule(cfg, total_steps), weight_decay=cfg.weight_decay))
@@ -187,12 +204,23 @@ def update_ema(ema_params: nnx.State, params: nnx.State, step: jax.Array, decay:
 def train_step(state: TrainState, batch: dict, teacher_variables: dict | None = None, *, graphdef: nnx.GraphDef,
                tx: optax.GradientTransformation, config: ml_collections.ConfigDict, num_classes: int,
                mel_bins: MelBins, total_steps: int, class_weights: np.ndarray | None = None,
-               teacher_graphdef: nnx.GraphDef | None = None) -> tuple[TrainState, dict]:
-    """One optimiser step on a global batch; pure, so it can be jitted with any sharding."""
-    (_, (logits, new_stats, step_metrics)), (grads, head_grads) = loss_and_grads(
-        state, batch, graphdef=graphdef, config=config, num_classes=num_classes, mel_bins=mel_bins,
-        total_steps=total_steps, class_weights=class_weights, teacher_graphdef=teacher_graphdef,
-        teacher_variables=teacher_variables)
+               teacher_graphdef: nnx.GraphDef | None = None, sharpness_aware: bool = False
+               ) -> tuple[TrainState, dict]:
+    """One optimiser step on a global batch; pure, so it can be jitted with any sharding.
+
+    `sharpness_aware` (SAM, from `sam_start_step` on): the model's weights step along the gradient
+    taken at `sharpness_aware_params` (radius `optim.sam_rho`), on the same augmented batch and
+    dropout masks; the BatchNorm statistics, the metrics and the training-only heads keep the first
+    pass's. (optax.contrib.sam alternates its two gradients over consecutive batches and cannot start
+    part way.) A static switch, not `lax.cond`: the plain steps compile without the second pass.
+    """
+    grad_fn = functools.partial(loss_and_grads, batch=batch, graphdef=graphdef, config=config,
+                                num_classes=num_classes, mel_bins=mel_bins, total_steps=total_steps,
+                                class_weights=class_weights, teacher_graphdef=teacher_graphdef,
+                                teacher_variables=teacher_variables)
+    (_, (logits, new_stats, step_metrics)), (grads, head_grads) = grad_fn(state)
+    if sharpness_aware:
+        grads = grad_fn(state.replace(params=sharpness_aware_params(state.params, grads, config.optim.sam_rho)))[1][0]
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     next_rng = jax.random.split(jax.random.wrap_key_data(state.rng), 3)[0]
     params = optax.apply_updates(state.params, updates)
@@ -220,18 +248,20 @@ class Steps:
         self.replicated = mesh.replicated(device_mesh)
         self.batch_sharding = mesh.batch_sharding(device_mesh)
         self.teacher_variables = {} if teacher is None else jax.device_put(teacher.variables, self.replicated)
-        self._train = jax.jit(
+        # The plain step and the sharpness-aware one (compiled when first taken).
+        self._train = {sharpness_aware: jax.jit(
             functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, num_classes=num_classes,
                               mel_bins=mel_bins, total_steps=total_steps, class_weights=class_weights,
-                              teacher_graphdef=None if teacher is None else teacher.graphdef),
+                              teacher_graphdef=None if teacher is None else teacher.graphdef,
+                              sharpness_aware=sharpness_aware),
             in_shardings=(self.replicated, self.batch_sharding, self.replicated), out_shardings=self.replicated,
-            donate_argnums=0)
+            donate_argnums=0) for sharpness_aware in (False, True)}
         # Validation reads the model as evaluation and deployment will (test-time speeds included).
         self.evaluator = Evaluator(device_mesh, graphdef, speeds=tuple(config.inference.test_time_speeds),
                                    bins=mel_bins, prior_offset=prior_offset)
 
-    def train(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        return self._train(state, batch, self.teacher_variables)
+    def train(self, state: TrainState, batch: dict, sharpness_aware: bool = False) -> tuple[TrainState, dict]:
+        return self._train[sharpness_aware](state, batch, self.teacher_variables)
 
     def global_batch(self, local_batch: dict) -> dict:
         return mesh.global_batch(self.batch_sharding, local_batch)
@@ -278,12 +308,13 @@ def _validate(steps, state, data, config, class_names) -> dict:
 def _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_names, schedule, *,
                 steps_per_epoch: int, total_steps: int) -> dict:
     step = int(state.step)
+    sam_from = sam_start_step(config.optim, total_steps) if config.optim.sam_rho else total_steps
     global_batch = config.train.batch_size
     last = {}
     progress = writer.progress(total=total_steps, initial=step)
     t0, n0 = time.perf_counter(), step
     while step < total_steps:
-        state, m = steps.train(state, steps.global_batch(next(train_iter)))
+        state, m = steps.train(state, steps.global_batch(next(train_iter)), sharpness_aware=step >= sam_from)
         step += 1
         progress.update(1)
         if step % config.train.log_every_steps == 0 or step == total_steps:
@@ -334,6 +365,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     steps_per_epoch = max(sum(map(len, train_sources)) // global_batch, 1)
     total_steps = config.train.num_epochs * steps_per_epoch
     tx = create_optimizer(config.optim, total_steps)
+    sam_from = sam_start_step(config.optim, total_steps)
+    if config.optim.sam_rho:
+        print(f"Sharpness-aware minimisation (radius {config.optim.sam_rho}) from step {sam_from} of {total_steps}")
     schedule = lr_schedule(config.optim, total_steps)
     # The adversary tells apart every training speaker of every corpus ("corpus/speaker").
     speakers = datasets.training_speakers(corpora) if config.train.speaker_adversary else []

@@ -12,6 +12,7 @@ import sys
 
 import jax
 import numpy as np
+import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -711,3 +712,62 @@ def test_distillation_run_learns_from_the_teachers_and_refuses_clips_they_did_no
     # resume test shows): only the targets, the teacher's wrong classes, can move the first loss.
     reference, distilled = _train_losses(reference_run[0]), _train_losses(workdir)
     assert len(distilled) == len(reference) and distilled[0] != pytest.approx(reference[0], rel=1e-3)
+
+
+def test_sharpness_aware_steps_take_the_gradient_at_the_perturbed_weights():
+    rng = np.random.default_rng(5)
+    batch = {"mel": rng.normal(size=(8, 60, 24)).astype(np.float32), "lengths": np.full(8, 60, np.int32),
+             "label": rng.integers(0, 5, 8).astype(np.int32)}
+    config = tiny_config("")
+    config.optim.sam_rho = 0.05
+    # No conv blocks: the gradient of ReLU-then-max-pool at ties depends on how XLA fuses the program.
+    config.model.channels = ()
+    tx = train.create_optimizer(config.optim, 10)
+    graphdef, state = train.create_train_state(config, num_classes=5, features=FEATURES, tx=tx)
+    kwargs = dict(graphdef=graphdef, config=config, num_classes=5, mel_bins=MEL_BINS, total_steps=10)
+    plain_step, sam_step = (jax.jit(functools.partial(train.train_step, tx=tx, sharpness_aware=on, **kwargs))
+                            for on in (False, True))
+
+    def params(state):
+        return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+    # After two plain steps, so that Adam's moments weigh the gradient's size, not only its sign.
+    state = plain_step(plain_step(state, batch)[0], batch)[0]
+    sam, m = sam_step(state, batch)
+    grad_fn = jax.jit(functools.partial(train.loss_and_grads, **kwargs))
+    (_, (_, stats, _)), (g, _) = grad_fn(state, batch)
+    moved = train.sharpness_aware_params(state.params, g, 0.05)
+    distance = np.sqrt(sum(np.sum((np.asarray(a) - np.asarray(b)) ** 2)
+                           for a, b in zip(jax.tree.leaves(moved), jax.tree.leaves(state.params))))
+    assert distance == pytest.approx(0.05, rel=1e-4)  # 0.05 up the gradient.
+    (_, (_, _, _)), (g_sam, _) = grad_fn(state.replace(params=moved), batch)
+    updates, _ = tx.update(g_sam, state.opt_state, state.params)
+    for a, b in zip(params(sam), jax.tree.leaves(optax.apply_updates(state.params, updates))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    plain, _ = plain_step(state, batch)
+    assert max(np.abs(a - b).max() for a, b in zip(params(sam), params(plain))) > 1e-3
+    jax.tree.map(np.testing.assert_array_equal, sam.batch_stats, stats)  # The first pass's statistics.
+    assert float(m["grad_norm"]) > 0
+
+    for rho, start in ((-0.1, 0.5), (0.05, 1.0)):
+        config.optim.update(sam_rho=rho, sam_start=start)
+        with pytest.raises(ValueError, match="optim.sam_rho must be >= 0"):
+            train.sam_start_step(config.optim, 10)
+
+
+def test_sharpness_aware_training_starts_part_way(tmp_path, data_dir, reference_run, monkeypatch, capsys):
+    config = tiny_config(data_dir)
+    config.optim.update(sam_rho=0.05, sam_start=0.5)
+    taken = []
+    step = train.Steps.train
+
+    def recording_step(self, state, batch, sharpness_aware=False):
+        taken.append(sharpness_aware)
+        return step(self, state, batch, sharpness_aware)
+
+    monkeypatch.setattr(train.Steps, "train", recording_step)
+    total = NUM_EPOCHS * STEPS_PER_EPOCH
+    assert train.train_and_evaluate(config, str(tmp_path))["step"] == total
+    assert taken == [False] * (total // 2) + [True] * (total // 2)
+    assert f"from step {total // 2} of {total}" in capsys.readouterr().out
+    assert max(np.abs(a - b).max() for a, b in zip(params_of(str(tmp_path)), params_of(reference_run[0]))) > 1e-4
