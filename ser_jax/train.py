@@ -65,13 +65,13 @@ def lr_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Sched
 
 
 def sam_start_step(cfg: ml_collections.ConfigDict, total_steps: int) -> int:
-    """The first step of sharpness-aware minimisation (`optim.sam_rho` > 0): `optim.sam_start` of the way
-    through the schedule. Late SAM finds much of full SAM's flatter minimum at a fraction of its cost
-    (Zhou et al., 2024): each SAM step computes the gradients twice."""
+    """The first step of sharpness-aware minimisation: `optim.sam_start` of the way through the
+    schedule, `total_steps` (none) when `optim.sam_rho` is 0. Late SAM finds much of full SAM's flatter
+    minimum at a fraction of its cost (Zhou et al., 2024): each SAM step computes the gradients twice."""
     if cfg.sam_rho < 0 or not 0 <= cfg.sam_start < 1:
         raise ValueError(f"optim.sam_rho must be >= 0 (got {cfg.sam_rho}) and optim.sam_start a fraction of the "
                          f"schedule in [0, 1) (got {cfg.sam_start})")
-    return int(round(cfg.sam_start * total_steps))
+    return int(round(cfg.sam_start * total_steps)) if cfg.sam_rho else total_steps
 
 
 def sharpness_aware_params(params: nnx.State, grads: nnx.State, rho: float) -> nnx.State:
@@ -306,9 +306,8 @@ def _validate(steps, state, data, config, class_names) -> dict:
 
 
 def _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_names, schedule, *,
-                steps_per_epoch: int, total_steps: int) -> dict:
+                steps_per_epoch: int, total_steps: int, sam_from: int) -> dict:
     step = int(state.step)
-    sam_from = sam_start_step(config.optim, total_steps) if config.optim.sam_rho else total_steps
     global_batch = config.train.batch_size
     last = {}
     progress = writer.progress(total=total_steps, initial=step)
@@ -421,7 +420,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     try:
         last = _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_names, schedule,
-                           steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+                           steps_per_epoch=steps_per_epoch, total_steps=total_steps, sam_from=sam_from)
     finally:  # Also on interruption: never leave an async save half-written.
         mngr.wait_until_finished()
         mngr.close()
