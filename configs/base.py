@@ -77,6 +77,11 @@ def get_base_config() -> ml_collections.ConfigDict:
         # A text field of the clips ("intensity", "gender"): a linear head learns it from the utterance
         # embedding beside the emotions, its loss weighted by auxiliary_weight (ser_jax/auxiliary_task.py).
         auxiliary_task="", auxiliary_weight=0.3,
+        # >1: from branch_start of the way through the schedule, this many copies of the model train on,
+        # each with its own augmentation and dropout noise, and the model is their weights' average
+        # (ser_jax/branches.py; each copy costs a run's steps from there). branch_merge_epochs > 0:
+        # every copy is also replaced by the average every that many epochs.
+        branches=1, branch_start=0.5, branch_merge_epochs=0,
     ))
     # Knowledge distillation, off: each training target blends the label with teachers' averaged
     # class probabilities (ser_jax/distillation.py). teachers: comma-separated predictions.csv files

@@ -24,8 +24,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ser_jax import (augment, auxiliary_task, checkpoints, config_files, datasets, distillation, input_pipeline,
-                     mesh, metrics, model_info, speaker_adversary)
+from ser_jax import (augment, auxiliary_task, branches, checkpoints, config_files, datasets, distillation,
+                     input_pipeline, mesh, metrics, model_info, speaker_adversary)
 from ser_jax.evaluate import Evaluator
 from ser_jax.features import FeatureConfig
 from ser_jax.metric_writers import MetricWriter
@@ -240,7 +240,7 @@ def train_step(state: TrainState, batch: dict, teacher_variables: dict | None = 
 
 class Steps:
     """The jitted train step for one mesh: state (and an online teacher) replicated, batches split
-    along "data"."""
+    along "data". A branched state (`ser_jax.branches`) takes the same step on each copy, vmapped."""
 
     def __init__(self, device_mesh, graphdef, tx, config, num_classes, mel_bins: MelBins, *, total_steps: int,
                  class_weights: np.ndarray | None = None, prior_offset: np.ndarray | None = None,
@@ -248,20 +248,26 @@ class Steps:
         self.replicated = mesh.replicated(device_mesh)
         self.batch_sharding = mesh.batch_sharding(device_mesh)
         self.teacher_variables = {} if teacher is None else jax.device_put(teacher.variables, self.replicated)
-        # The plain step and the sharpness-aware one (compiled when first taken).
-        self._train = {sharpness_aware: jax.jit(
-            functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, num_classes=num_classes,
-                              mel_bins=mel_bins, total_steps=total_steps, class_weights=class_weights,
-                              teacher_graphdef=None if teacher is None else teacher.graphdef,
-                              sharpness_aware=sharpness_aware),
-            in_shardings=(self.replicated, self.batch_sharding, self.replicated), out_shardings=self.replicated,
-            donate_argnums=0) for sharpness_aware in (False, True)}
+        # The plain step and the sharpness-aware one, on one state or on branches; each compiled when first taken.
+        self._train = {}
+        for sharpness_aware in (False, True):
+            step = functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, num_classes=num_classes,
+                                     mel_bins=mel_bins, total_steps=total_steps, class_weights=class_weights,
+                                     teacher_graphdef=None if teacher is None else teacher.graphdef,
+                                     sharpness_aware=sharpness_aware)
+            for branched in (False, True):
+                self._train[sharpness_aware, branched] = jax.jit(
+                    _on_branches(step) if branched else step,
+                    in_shardings=(self.replicated, self.batch_sharding, self.replicated),
+                    out_shardings=self.replicated, donate_argnums=0)
+        self.branch = jax.jit(branches.branch, static_argnums=1, out_shardings=self.replicated)
+        self.merge = jax.jit(branches.merge, out_shardings=self.replicated, donate_argnums=0)
         # Validation reads the model as evaluation and deployment will (test-time speeds included).
         self.evaluator = Evaluator(device_mesh, graphdef, speeds=tuple(config.inference.test_time_speeds),
                                    bins=mel_bins, prior_offset=prior_offset)
 
     def train(self, state: TrainState, batch: dict, sharpness_aware: bool = False) -> tuple[TrainState, dict]:
-        return self._train[sharpness_aware](state, batch, self.teacher_variables)
+        return self._train[sharpness_aware, branches.is_branched(state)](state, batch, self.teacher_variables)
 
     def global_batch(self, local_batch: dict) -> dict:
         return mesh.global_batch(self.batch_sharding, local_batch)
@@ -270,9 +276,19 @@ class Steps:
         return jax.device_put(state, self.replicated)
 
 
+def _on_branches(step):
+    """`step` on each copy of a branched state, the same batch for all; the metrics averaged over the copies."""
+    def branched_step(state, batch, teacher_variables):
+        state, m = jax.vmap(step, in_axes=(0, None, None))(state, batch, teacher_variables)
+        return state, jax.tree.map(lambda x: x.mean(0), m)
+    return branched_step
+
+
 def model_variables(state: TrainState) -> dict:
-    """The checkpoint's inference item, with the averaged weights: what evaluation and deployment restore."""
-    return {"params": state.ema_params, "batch_stats": state.batch_stats}
+    """The checkpoint's inference item, with the averaged weights (averaged over the copies too when the
+    state is branched): what evaluation and deployment restore."""
+    variables = {"params": state.ema_params, "batch_stats": state.batch_stats}
+    return branches.average(variables) if branches.is_branched(state) else variables
 
 
 def checkpointed(state: TrainState) -> dict:
@@ -306,15 +322,20 @@ def _validate(steps, state, data, config, class_names) -> dict:
 
 
 def _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_names, schedule, *,
-                steps_per_epoch: int, total_steps: int, sam_from: int) -> dict:
-    step = int(state.step)
+                steps_per_epoch: int, total_steps: int, sam_from: int, branch_from: int) -> dict:
+    step = int(state.step[0] if branches.is_branched(state) else state.step)
     global_batch = config.train.batch_size
     last = {}
     progress = writer.progress(total=total_steps, initial=step)
     t0, n0 = time.perf_counter(), step
+    merge_steps = config.train.branch_merge_epochs * steps_per_epoch
     while step < total_steps:
+        if step == branch_from and not branches.is_branched(state):
+            state = steps.branch(state, config.train.branches)
         state, m = steps.train(state, steps.global_batch(next(train_iter)), sharpness_aware=step >= sam_from)
         step += 1
+        if merge_steps and step > branch_from and (step - branch_from) % merge_steps == 0:
+            state = steps.merge(state)
         progress.update(1)
         if step % config.train.log_every_steps == 0 or step == total_steps:
             m = {f"train/{k}": float(v) for k, v in jax.device_get(m).items()}
@@ -367,6 +388,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     sam_from = sam_start_step(config.optim, total_steps)
     if config.optim.sam_rho:
         print(f"Sharpness-aware minimisation (radius {config.optim.sam_rho}) from step {sam_from} of {total_steps}")
+    branch_from = branches.start_step(config.train, total_steps)
+    if config.train.branches > 1:
+        merged = (f", averaged every {config.train.branch_merge_epochs} epochs" if config.train.branch_merge_epochs
+                  else "")
+        print(f"{config.train.branches} branches from step {branch_from} of {total_steps}{merged}; the model is "
+              f"their average")
     schedule = lr_schedule(config.optim, total_steps)
     # The adversary tells apart every training speaker of every corpus ("corpus/speaker").
     speakers = datasets.training_speakers(corpora) if config.train.speaker_adversary else []
@@ -412,15 +439,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                extra_handlers={checkpoints.DATA: grain.checkpoint.CheckpointHandler()})
     if mngr.latest_step() is not None:
         step = mngr.latest_step()
+        like = steps.branch(state, config.train.branches) if step > branch_from else state
         state = TrainState(**checkpoints.restore_state(
-            mngr, step, checkpoints.abstract_like(checkpointed(state), steps.replicated),
+            mngr, step, checkpoints.abstract_like(checkpointed(like), steps.replicated),
             extra={checkpoints.DATA: grain.checkpoint.CheckpointRestore(train_iter)}))
         print(f"Resumed from {mngr.directory}/{step}")
 
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     try:
         last = _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_names, schedule,
-                           steps_per_epoch=steps_per_epoch, total_steps=total_steps, sam_from=sam_from)
+                           steps_per_epoch=steps_per_epoch, total_steps=total_steps, sam_from=sam_from,
+                           branch_from=branch_from)
     finally:  # Also on interruption: never leave an async save half-written.
         mngr.wait_until_finished()
         mngr.close()

@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from data_prep.corpora import synthetic
 from ser_jax.config_files import load_py
 from ser_jax.features import FeatureConfig
-from ser_jax import checkpoints, distillation, ensemble, evaluate, train, warping
+from ser_jax import branches, checkpoints, distillation, ensemble, evaluate, train, warping
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
 from ser_jax.trained_model import TrainedModel
@@ -771,3 +771,98 @@ def test_sharpness_aware_training_starts_part_way(tmp_path, data_dir, reference_
     assert taken == [False] * (total // 2) + [True] * (total // 2)
     assert f"from step {total // 2} of {total}" in capsys.readouterr().out
     assert max(np.abs(a - b).max() for a, b in zip(params_of(str(tmp_path)), params_of(reference_run[0]))) > 1e-4
+
+
+def test_branches_copy_average_and_merge_a_state():
+    config = tiny_config("")
+    tx = train.create_optimizer(config.optim, 10)
+    _, state = train.create_train_state(config, num_classes=5, features=FEATURES, tx=tx)
+    copies = branches.branch(state, 3)
+    assert branches.is_branched(copies) and not branches.is_branched(state)
+    assert copies.step.shape == (3,) and len({tuple(np.asarray(r)) for r in copies.rng}) == 3  # Own noise each.
+    for a, b in zip(jax.tree.leaves(copies.params), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.broadcast_to(np.asarray(b), a.shape))
+    # Move the copies apart, then merge: every copy becomes the mean, and keeps its key.
+    apart = copies.replace(params=jax.tree.map(lambda x: x + np.arange(3.0).reshape(3, *[1] * (x.ndim - 1)),
+                                               copies.params))
+    merged = branches.merge(apart)
+    for m, p in zip(jax.tree.leaves(merged.params), jax.tree.leaves(state.params)):
+        np.testing.assert_allclose(np.asarray(m), np.broadcast_to(np.asarray(p) + 1.0, m.shape), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(merged.rng), np.asarray(copies.rng))
+    assert int(branches.average(merged).step) == 0
+
+    for k, start, merge in ((0, 0.5, 0), (2, 1.0, 0), (2, 0.5, -1)):
+        config.train.update(branches=k, branch_start=start, branch_merge_epochs=merge)
+        with pytest.raises(ValueError, match="train.branches must be >= 1"):
+            branches.start_step(config.train, 10)
+
+
+def test_branched_training_shares_the_trunk_resumes_and_deploys_the_average(tmp_path, data_dir, reference_run,
+                                                                            monkeypatch, capsys):
+    config = tiny_config(data_dir, branches=2, branch_start=0.5, checkpoint_every_steps=2)
+    total = NUM_EPOCHS * STEPS_PER_EPOCH
+    taken, last = [], {}
+    step = train.Steps.train
+
+    def recording_step(self, state, batch, sharpness_aware=False):
+        taken.append(branches.is_branched(state))
+        out = step(self, state, batch, sharpness_aware)
+        last["state"] = jax.device_get(out[0])
+        return out
+
+    monkeypatch.setattr(train.Steps, "train", recording_step)
+    whole = str(tmp_path / "whole")
+    assert train.train_and_evaluate(config, whole)["step"] == total
+    assert taken == [False] * (total // 2) + [True] * (total // 2)
+    assert f"2 branches from step {total // 2} of {total}" in capsys.readouterr().out
+    final = last["state"]
+    # The trunk is the plain run's; the copies then part, and the model is their averaged weights.
+    assert _train_losses(whole)[:2] == pytest.approx(_train_losses(reference_run[0])[:2], rel=1e-6)
+    ema = [np.asarray(x) for x in jax.tree.leaves(final.ema_params)]
+    assert min(np.abs(x[0] - x[1]).max() for x in ema if x[0].size > 8) > 1e-5
+    for a, b in zip(params_of(whole), ema):
+        np.testing.assert_allclose(a, b.mean(0), rtol=1e-5, atol=1e-7)
+
+    # Preempted after a branched step's checkpoint, the run resumes onto the two copies and ends as the
+    # uninterrupted one.
+    save = checkpoints.save
+
+    def save_then_preempt(mngr, step, *args, **kwargs):
+        save(mngr, step, *args, **kwargs)
+        if step == total - 2:
+            raise Preempted
+
+    monkeypatch.setattr(checkpoints, "save", save_then_preempt)
+    resumed = str(tmp_path / "resumed")
+    with pytest.raises(Preempted):
+        train.train_and_evaluate(config, resumed)
+    monkeypatch.setattr(checkpoints, "save", save)
+    train.train_and_evaluate(config, resumed)
+    for a, b in zip(params_of(whole), params_of(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    # Averaged every epoch: the branched epoch's last step ends in a merge, which leaves the copies equal.
+    config.train.branch_merge_epochs = 1
+    merges = []
+    monkeypatch.setattr(train.Steps, "__init__", _recording_merges(train.Steps.__init__, merges))
+    merged = str(tmp_path / "merged")
+    train.train_and_evaluate(config, merged)
+    assert len(merges) == 1
+    ema = [np.asarray(x) for x in jax.tree.leaves(merges[0].ema_params)]
+    for x, model in zip(ema, params_of(merged)):
+        np.testing.assert_array_equal(x[0], x[1])
+        np.testing.assert_allclose(model, x[0], rtol=1e-6)
+
+
+def _recording_merges(init, merges: list):
+    """`Steps.__init__` whose jitted merge also keeps a host copy of every merged state in `merges`."""
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        merge = self.merge
+
+        def recording_merge(state):
+            out = merge(state)
+            merges.append(jax.device_get(out))
+            return out
+        self.merge = recording_merge
+    return recording_init
