@@ -1,12 +1,14 @@
 """Branched training: from part way through the schedule, K copies of the train state go on side by side,
 each with its own augmentation and dropout noise, and the model is their weights' average (a weight soup).
 
-Why: K independently seeded models read as one beat one model by about 3.7 UA points on unseen speakers,
-but cost K models at inference. Copies that share the trunk of their training stay in one basin of the
+Why: K independently seeded models read as one beat one model by 3-4 UA points on unseen speakers, but
+cost K models at inference. Copies that share the start of their training can stay in one basin of the
 loss, where the average of their weights is itself a good model (Frankle et al., 2020; Wortsman et al.,
-2022): one model's cost at inference, some of the ensemble's gain. Averaging the copies every few epochs as
-well (`train.branch_merge_epochs`) keeps them close, as DART does for domain generalisation (Jain et al.,
-2023); averaging after every step would be one model trained on K augmented views of each batch.
+2022): one model's cost at inference, if the copies differ enough to gain. Measured on RAVDESS (docs/results/
+accuracy.md, session 38): copies parted half way stay in one basin but gain nothing as one model; parted a
+tenth of the way they differ more and their average can fall below either. Averaging the copies every few
+epochs as well (`train.branch_merge_epochs`) keeps them close, as DART does for domain generalisation
+(Jain et al., 2023); averaging after every step would be one model trained on K augmented views of each batch.
 
 A branched state is the train state with a leading axis of K on every leaf (its `step` then has shape
 (K,)); the copies take the same batches, so the data pipeline and its checkpointed position are shared.
