@@ -16,8 +16,8 @@ LAYERS = {
     "inference": ["classify", "predictor", "pretrained", "trained_model", "checkpoints", "model_info", "mesh",
                   "batching", "config_files", "models", "streaming", "export", "serving", "predict", "serve", "warping"],
     "evaluation": ["evaluate", "input_pipeline", "metrics", "reports", "metric_writers", "ensemble", "paired"],
-    "training": ["main", "train", "datasets", "augment", "speaker_adversary", "auxiliary_task", "distillation",
-                 "compare", "__init__"],
+    "training": ["main", "train", "branches", "datasets", "augment", "speaker_adversary", "auxiliary_task",
+                 "distillation", "compare", "__init__"],
 }
 RANK = {f"ser_jax.{m}": rank for rank, modules in enumerate(LAYERS.values()) for m in modules}
 
