@@ -439,7 +439,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                extra_handlers={checkpoints.DATA: grain.checkpoint.CheckpointHandler()})
     if mngr.latest_step() is not None:
         step = mngr.latest_step()
-        like = steps.branch(state, config.train.branches) if step > branch_from else state
+        like = (jax.eval_shape(functools.partial(branches.branch, k=config.train.branches), state)
+                if step > branch_from else state)
         state = TrainState(**checkpoints.restore_state(
             mngr, step, checkpoints.abstract_like(checkpointed(like), steps.replicated),
             extra={checkpoints.DATA: grain.checkpoint.CheckpointRestore(train_iter)}))
