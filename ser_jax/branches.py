@@ -39,9 +39,13 @@ def is_branched(state) -> bool:
     return state.step.ndim == 1
 
 
+def _copies(tree, k: int):
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), tree)
+
+
 def branch(state, k: int):
     """K copies of an unbranched state; copy i draws its noise from the key folded with i."""
-    copies = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), state)
+    copies = _copies(state, k)
     keys = jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(state.rng), i)))(
         jnp.arange(k))
     return copies.replace(rng=keys)
@@ -56,6 +60,4 @@ def average(tree):
 def merge(state):
     """Every copy replaced by the copies' average (weights, their moving average, BatchNorm statistics and
     the optimiser's moments); each keeps its own noise key."""
-    k = state.step.shape[0]
-    merged = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), average(state.replace(rng=state.rng[0])))
-    return merged.replace(rng=state.rng)
+    return _copies(average(state), state.step.shape[0]).replace(rng=state.rng)
