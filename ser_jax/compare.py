@@ -51,7 +51,7 @@ def _override(config, assignment: str) -> None:
         node = node[part]
     if leaf not in node:
         raise KeyError(f"--set {assignment!r}: no config key {key!r}")
-    node[leaf] = value if isinstance(node[leaf], str) else ast.literal_eval(value)
+    node[leaf] = value if node.get_type(leaf) is str else ast.literal_eval(value)
 
 
 def config_name(path: str) -> str:

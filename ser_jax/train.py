@@ -359,6 +359,10 @@ def _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (resuming from the workdir's latest checkpoint if any); returns the last validation metrics."""
+    if config.distill.teacher_models is None:  # configs/cnn_bilstm_student.py leaves its teachers to be named.
+        raise ValueError("distill.teacher_models is unset: this config learns from trained teachers; name their "
+                         "training workdirs, e.g. --config.distill.teacher_models=runs/teacher_a,runs/teacher_b "
+                         "(see the config file's docstring)")
     os.makedirs(workdir, exist_ok=True)
     corpora = datasets.training_data(config, workdir)
     class_names = datasets.class_names(corpora)

@@ -45,7 +45,7 @@ def test_every_key_that_defaults_to_none_takes_an_override(config_file):
     keys = none_keys(parse(["main", f"--config={config_file}"]))
     assert "features.fmax" in keys and "data.synthetic.n_speakers" in keys
     assert keys["eval.test_time_speeds"] is tuple
-    value = {k: (0.9, 1.1) if t is tuple else 3 for k, t in keys.items()}
+    value = {k: (0.9, 1.1) if t is tuple else "a,b" if t is str else 3 for k, t in keys.items()}
     config = parse(["main", f"--config={config_file}", *(f"--config.{k}={value[k]}" for k in keys)])
     for key in keys:
         node = config

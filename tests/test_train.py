@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from data_prep.corpora import synthetic
 from ser_jax.config_files import load_py
 from ser_jax.features import FeatureConfig
-from ser_jax import branches, checkpoints, distillation, ensemble, evaluate, train, warping
+from ser_jax import branches, checkpoints, compare, distillation, ensemble, evaluate, train, warping
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
 from ser_jax.trained_model import TrainedModel
@@ -276,6 +276,17 @@ def test_mistyped_config_key_fails_with_its_name(tmp_path):
     assert result.returncode != 0
     assert "lrr" in result.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_the_student_config_refuses_to_train_until_its_teachers_are_named(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ser_jax.main", "--config", "configs/cnn_bilstm_student.py",
+                             "--workdir", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "distill.teacher_models is unset" in result.stderr
+    assert not os.listdir(tmp_path)
+    config = load_py(os.path.join(REPO, "configs", "cnn_bilstm_student.py"))  # compare's --set names them as text.
+    compare._override(config, "distill.teacher_models=W/a/fold{test_fold}_seed0,W/b/fold{test_fold}_seed1")
+    assert config.distill.teacher_models == "W/a/fold{test_fold}_seed0,W/b/fold{test_fold}_seed1"
 
 
 def test_best_checkpoint_is_found_again_after_a_restart(tmp_path):
