@@ -7,7 +7,8 @@ and, for 1 device, glibc's default and jaxlib's default convolutions (YNNPACK's)
 Each device count runs in its own process (XLA reads the fake-device flag at start-up). With
 --torch_python, the PyTorch peer (../shared/bench/torch_peer.py) runs right after in the same session,
 so the ratio is taken under the same machine load. --model=recipe (the default) times the recipe's model
-and training step as configs/cnn_bilstm.py trains it; --model=peer times the same code configured as the
+and training step as configs/cnn_bilstm_plain.py trains it (configs/cnn_bilstm.py adds its teachers' forward
+passes to the same model's step); --model=peer times the same code configured as the
 peer (its widths, no self-attention, pitch, augmentation or weight average), so the ratio compares equal
 work. Figures go to benchmarks/results/train_throughput[_peer].json.
 """
@@ -107,9 +108,10 @@ def main():
     p.add_argument("--mels", type=int, default=80)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--devices", default="1,8", help="Fake CPU device counts to measure.")
-    p.add_argument("--config", default=os.path.join(REPO, "configs", "cnn_bilstm.py"))
+    p.add_argument("--config", default=os.path.join(REPO, "configs", "cnn_bilstm_plain.py"))
     p.add_argument("--model", choices=("recipe", "peer"), default="recipe",
-                   help="recipe: the model and step configs/cnn_bilstm.py trains; peer: configured as torch_peer.py.")
+                   help="recipe: the model and step configs/cnn_bilstm_plain.py trains; peer: configured as "
+                        "torch_peer.py.")
     p.add_argument("--torch_python", default="", help="A python with torch, to run the PyTorch peer beside.")
     p.add_argument("--out", default="", help="Default: benchmarks/results/train_throughput[_peer].json.")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -96,7 +96,11 @@ def get_base_config() -> ml_collections.ConfigDict:
         cross_fitted=False,
         # Online, instead of teachers: training workdirs (comma-separated, globs, "{test_fold}") whose
         # models, at teacher_checkpoint and read as one, score every augmented training batch.
-        teacher_models="", teacher_checkpoint="latest"))
+        teacher_models="", teacher_checkpoint="latest",
+        # Or config files (comma-separated) of teachers this run trains first, on its own data with seeds
+        # seed, seed + 1, ..., in teacher_workdir (empty: <workdir>/teachers; "{test_fold}" filled in),
+        # then learns from online as from teacher_models: one command for a student and its teachers.
+        teacher_configs="", teacher_workdir=""))
     c.augment = ml_collections.ConfigDict(dict(
         speed=0.1,  # >0: play each example up to this much faster or slower (tempo and pitch together).
         vtlp=0.0,  # >0: scale each example's frequencies by up to this much (vocal-tract length).

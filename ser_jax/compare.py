@@ -1,8 +1,11 @@
 """Speaker-independent k-fold comparison of model configs: one command, a Markdown table, a CSV and
 each config's confusion matrix pooled over its test folds.
 
-    python -m ser_jax.compare --configs=configs/cnn_only.py,configs/lstm_only.py,configs/cnn_bilstm.py \\
+    python -m ser_jax.compare --configs=configs/cnn_only.py,configs/lstm_only.py,configs/cnn_bilstm_plain.py \\
         --corpus=ravdess --source_dir=../shared/data/ravdess --folds=6 --workdir=workdir/compare
+
+(the seed's three models under one recipe; `--configs=configs/cnn_bilstm.py`, the recommended model,
+trains each round's two teachers before its student).
 
 Each round i of the cross-validation tests on speaker fold i, selects the checkpoint on fold i+1
 (validation UA) and trains on the rest, so no speaker is ever in two roles in one round. Rounds and
@@ -23,7 +26,7 @@ from absl import app, flags, logging
 
 from ser_jax import config_files
 
-flags.DEFINE_list("configs", ["configs/cnn_only.py", "configs/lstm_only.py", "configs/cnn_bilstm.py"],
+flags.DEFINE_list("configs", ["configs/cnn_only.py", "configs/lstm_only.py", "configs/cnn_bilstm_plain.py"],
                   "Config files to compare.")
 flags.DEFINE_string("workdir", None, "One sub-workdir per config, fold and seed goes here.", required=True)
 flags.DEFINE_string("corpus", "synthetic", "Corpus name, as for data_prep.")

@@ -55,6 +55,8 @@ class TrainState:
 
 
 HEADS = ("adversary", "auxiliary")  # The TrainState fields of the training-only heads.
+# Where distill.teacher_configs' relative paths are found when the current directory lacks them.
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def lr_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -357,12 +359,63 @@ def _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_
     return {**last, "step": step}
 
 
+def teacher_config_paths(spec: str) -> list[str]:
+    """The config files of `distill.teacher_configs`: comma-separated paths, each found from the current
+    directory or else from the project root (so "configs/cnn_only.py" works from anywhere)."""
+    paths = []
+    for entry in (e.strip() for e in spec.split(",") if e.strip()):
+        found = entry if os.path.isfile(entry) else os.path.join(_PROJECT_ROOT, entry)
+        if not os.path.isfile(found):
+            raise FileNotFoundError(f"distill.teacher_configs: no config file {entry!r} (looked in {os.getcwd()} "
+                                    f"and {_PROJECT_ROOT})")
+        paths.append(found)
+    return paths
+
+
+def teacher_runs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[ml_collections.ConfigDict, str]]:
+    """(config, workdir) of each teacher that `distill.teacher_configs` asks this run to train first.
+
+    Teacher i is its config file with this run's data and features sections (the same corpora, splits,
+    fold and refit, so it reads the student's inputs and never its test speakers) and seed `seed + i`, in
+    `<distill.teacher_workdir>/<config name>_seed<seed>` (default `<workdir>/teachers`; "{test_fold}" is
+    filled in, so the rounds of a cross-validation can share one teacher directory per fold).
+    """
+    d = config.distill
+    if not d.teacher_configs:
+        return []
+    if d.teacher_models or d.teachers:
+        raise ValueError("distill.teacher_configs trains this run's teachers; distill.teacher_models and "
+                         "distill.teachers name teachers trained elsewhere: set one")
+    root = (d.teacher_workdir or os.path.join(workdir, "teachers")).replace("{test_fold}", str(config.data.test_fold))
+    runs = []
+    for i, path in enumerate(teacher_config_paths(d.teacher_configs)):
+        teacher = config_files.load_py(path)
+        if teacher.distill.teacher_configs or teacher.distill.teacher_models or teacher.distill.teachers:
+            raise ValueError(f"distill.teacher_configs: {path} distils from teachers of its own; a teacher here "
+                             "learns from the labels alone")
+        with teacher.unlocked():
+            teacher.data = ml_collections.ConfigDict(config.data.to_dict())
+            # Where this run's data live, so the teachers read (or prepare) the very same datasets.
+            teacher.data.data_dir = config.data.data_dir or os.path.join(workdir, "data")
+            teacher.features = ml_collections.ConfigDict(config.features.to_dict())
+            teacher.seed = config.seed + i
+        name = os.path.splitext(os.path.basename(path))[0]
+        runs.append((teacher, os.path.join(root, f"{name}_seed{teacher.seed}")))
+    return runs
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains (resuming from the workdir's latest checkpoint if any); returns the last validation metrics."""
-    if config.distill.teacher_models is None:  # configs/cnn_bilstm_student.py leaves its teachers to be named.
-        raise ValueError("distill.teacher_models is unset: this config learns from trained teachers; name their "
-                         "training workdirs, e.g. --config.distill.teacher_models=runs/teacher_a,runs/teacher_b "
-                         "(see the config file's docstring)")
+    """Trains (resuming from the workdir's latest checkpoint if any); returns the last validation metrics.
+
+    With `distill.teacher_configs`, the teachers train first (each resuming too; a finished one is
+    only read back), then this run learns from them online, as with `distill.teacher_models`."""
+    if teachers := teacher_runs(config, workdir):
+        for i, (teacher, teacher_dir) in enumerate(teachers, 1):
+            print(f"Teacher {i} of {len(teachers)}: {teacher_dir}")
+            train_and_evaluate(teacher, teacher_dir)
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.distill.teacher_models = ",".join(teacher_dir for _, teacher_dir in teachers)
+        config.distill.teacher_configs = ""
     os.makedirs(workdir, exist_ok=True)
     corpora = datasets.training_data(config, workdir)
     class_names = datasets.class_names(corpora)

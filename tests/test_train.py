@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from data_prep.corpora import synthetic
 from ser_jax.config_files import load_py
 from ser_jax.features import FeatureConfig
-from ser_jax import branches, checkpoints, compare, distillation, ensemble, evaluate, train, warping
+from ser_jax import branches, checkpoints, distillation, ensemble, evaluate, train, warping
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
 from ser_jax.trained_model import TrainedModel
@@ -33,9 +33,13 @@ TINY_ENCODERS = {"cnn_bilstm": dict(lstm_hidden=12),
                  "conformer": dict(d_model=16, num_layers=1, num_heads=2, conv_kernel=5)}
 
 
+# The config file of each model; the CNN-BiLSTM's plain recipe, not the recommended one that trains teachers.
+CONFIG_FILES = {"cnn_bilstm": "cnn_bilstm_plain.py", "conformer": "conformer.py"}
+
+
 def tiny_config(data_dir: str, model: str = "cnn_bilstm", **train_overrides):
-    """configs/<model>.py scaled down."""
-    c = load_py(os.path.join(REPO, "configs", f"{model}.py"))
+    """The model's config file scaled down."""
+    c = load_py(os.path.join(REPO, "configs", CONFIG_FILES[model]))
     c.data.data_dir = data_dir
     c.data.max_frames = 120
     c.data.eval_bucket_frames = 60
@@ -50,7 +54,7 @@ def tiny_config(data_dir: str, model: str = "cnn_bilstm", **train_overrides):
 
 
 def config_flags(config) -> list[str]:
-    """The command-line overrides that turn configs/cnn_bilstm.py into `config`."""
+    """The command-line overrides that turn configs/cnn_bilstm_plain.py into `config`."""
     flat = {"data.data_dir": config.data.data_dir, "data.max_frames": 120, "data.eval_bucket_frames": 60,
             "data.synthetic.n_speakers": 6, "data.synthetic.utterances_per_emotion": 1, "features.n_mels": 24,
             "model.channels": "(8,)", "model.lstm_hidden": 12, "model.attention_dim": 8, "optim.warmup_steps": 2,
@@ -180,7 +184,7 @@ def test_two_processes_agree_with_one(tmp_path, data_dir, reference_run):
     sign falls, so summing in another order shifts such weights by ~1e-3 at level 0; at the default
     level the two runs agree to 1e-5, which is the check worth having. (`reference_run` has prepared
     the dataset the three processes share.)"""
-    command = [sys.executable, "-m", "ser_jax.main", "--config", "configs/cnn_bilstm.py",
+    command = [sys.executable, "-m", "ser_jax.main", "--config", "configs/cnn_bilstm_plain.py",
                *config_flags(tiny_config(data_dir))]
 
     def start(workdir, devices: int, *args: str) -> subprocess.Popen:
@@ -276,17 +280,6 @@ def test_mistyped_config_key_fails_with_its_name(tmp_path):
     assert result.returncode != 0
     assert "lrr" in result.stderr
     assert not os.listdir(tmp_path)
-
-
-def test_the_student_config_refuses_to_train_until_its_teachers_are_named(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ser_jax.main", "--config", "configs/cnn_bilstm_student.py",
-                             "--workdir", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "distill.teacher_models is unset" in result.stderr
-    assert not os.listdir(tmp_path)
-    config = load_py(os.path.join(REPO, "configs", "cnn_bilstm_student.py"))  # compare's --set names them as text.
-    compare._override(config, "distill.teacher_models=W/a/fold{test_fold}_seed0,W/b/fold{test_fold}_seed1")
-    assert config.distill.teacher_models == "W/a/fold{test_fold}_seed0,W/b/fold{test_fold}_seed1"
 
 
 def test_best_checkpoint_is_found_again_after_a_restart(tmp_path):
@@ -656,6 +649,94 @@ def test_online_distillation_run_learns_from_the_teacher(tmp_path, data_dir, ref
     reference, distilled = _train_losses(reference_run[0]), _train_losses(workdir)
     assert len(distilled) == len(reference) and distilled[0] != pytest.approx(reference[0], rel=1e-3)
     assert TrainedModel.load(workdir).step == NUM_EPOCHS * STEPS_PER_EPOCH
+
+
+TINY_TEACHER = """from configs.base import get_base_config
+
+
+def get_config():
+    c = get_base_config()
+    c.model.update(channels=(8,), lstm_hidden={lstm_hidden}, attention_heads=2, attention_dim=8)
+    c.optim.warmup_steps = 2
+    c.train.update(batch_size=8, eval_batch_size=16, num_epochs=1, log_every_steps=2, keep_best=1)
+    c.distill.teacher_models = {teacher_models!r}
+    return c
+"""
+
+
+def _teacher_file(path, lstm_hidden: int = 12, teacher_models: str = "") -> str:
+    path.write_text(TINY_TEACHER.format(lstm_hidden=lstm_hidden, teacher_models=teacher_models))
+    return str(path)
+
+
+def _run_record(workdir: str) -> tuple:
+    """What training leaves behind: its checkpoint steps and its logged metrics."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return sorted(os.listdir(os.path.join(workdir, "checkpoints"))), f.read()
+
+
+def test_a_run_trains_its_teachers_first_then_learns_from_them(tmp_path, data_dir, reference_run):
+    config = tiny_config(data_dir)
+    bilstm, cnn = _teacher_file(tmp_path / "tiny_bilstm.py"), _teacher_file(tmp_path / "tiny_cnn.py", lstm_hidden=0)
+    with config.unlocked():
+        config.distill.teacher_configs = f"{bilstm},{cnn}"
+    workdir = str(tmp_path / "student")
+    train.train_and_evaluate(config, workdir)
+
+    teachers = [os.path.join(workdir, "teachers", name) for name in ("tiny_bilstm_seed0", "tiny_cnn_seed1")]
+    for teacher, seed, lstm_hidden in zip(teachers, (0, 1), (12, 0)):
+        saved = json.load(open(os.path.join(teacher, "config.json")))
+        assert (saved["seed"], saved["model"]["lstm_hidden"], saved["train"]["num_epochs"]) == (seed, lstm_hidden, 1)
+        # The student's data and features, whatever the teacher's file says.
+        assert saved["data"] == config.data.to_dict() and saved["features"] == config.features.to_dict()
+        assert TrainedModel.load(teacher).step == STEPS_PER_EPOCH
+    student = json.load(open(os.path.join(workdir, "config.json")))["distill"]
+    assert (student["teacher_models"], student["teacher_configs"]) == (",".join(teachers), "")
+    # The reference run's initialisation, batches and draws: only the teachers' targets move the first loss.
+    reference, distilled = _train_losses(reference_run[0]), _train_losses(workdir)
+    assert len(distilled) == len(reference) and distilled[0] != pytest.approx(reference[0], rel=1e-3)
+    assert TrainedModel.load(workdir).step == NUM_EPOCHS * STEPS_PER_EPOCH
+
+    before = [_run_record(w) for w in (*teachers, workdir)]
+    train.train_and_evaluate(config, workdir)  # Run again: every part is finished, nothing trains twice.
+    assert [_run_record(w) for w in (*teachers, workdir)] == before
+
+
+def test_teachers_that_cannot_be_trained_here_are_refused_before_anything_trains(tmp_path, data_dir):
+    config = tiny_config(data_dir)
+    plain = _teacher_file(tmp_path / "plain.py")
+    cases = {f"{plain},{tmp_path / 'missing.py'}": (FileNotFoundError, r"no config file .*missing\.py"),
+             _teacher_file(tmp_path / "student.py", teacher_models="runs/t"): (ValueError, "teachers of its own")}
+    for teacher_configs, (error, message) in cases.items():
+        with config.unlocked():
+            config.distill.teacher_configs = teacher_configs
+        with pytest.raises(error, match=message):
+            train.train_and_evaluate(config, str(tmp_path / "run"))
+    with config.unlocked():
+        config.distill.update(teacher_configs=plain, teacher_models="runs/t")
+    with pytest.raises(ValueError, match="set one"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_the_recommended_config_trains_the_plain_recipe_and_the_cnn_only_model_as_its_teachers(tmp_path,
+                                                                                             monkeypatch):
+    config = load_py(os.path.join(REPO, "configs", "cnn_bilstm.py"))
+    monkeypatch.chdir(tmp_path)  # The teachers' config files are found from anywhere.
+    with config.unlocked():
+        config.seed = 2
+        config.data.update(corpus="ravdess", folds=6, test_fold=3, refit=True)
+        config.distill.teacher_workdir = "cv/teachers/fold{test_fold}"
+    runs = train.teacher_runs(config, "cv/student")
+    assert [w for _, w in runs] == ["cv/teachers/fold3/cnn_bilstm_plain_seed2", "cv/teachers/fold3/cnn_only_seed3"]
+    (bilstm, _), (cnn, _) = runs
+    assert (bilstm.model.lstm_hidden, cnn.model.lstm_hidden) == (48, 0)
+    # The teachers keep their own schedule (the student trains twice as long) and learn from labels alone.
+    assert (bilstm.train.num_epochs, cnn.train.num_epochs, config.train.num_epochs) == (60, 60, 120)
+    assert not (bilstm.distill.teacher_configs or cnn.distill.teacher_configs)
+    assert bilstm.data.data_dir == "cv/student/data"  # Where the student prepares its corpus when data_dir is empty.
+    assert {k: v for k, v in cnn.data.items() if k != "data_dir"} == {
+        k: v for k, v in config.data.items() if k != "data_dir"}
 
 
 def test_training_examples_held_in_memory_give_the_same_batches_as_read_from_disk(data_dir, reference_run):
