@@ -2,8 +2,9 @@
 a CNN-BiLSTM and a CNN-only model trained on the same data by the same command first and read as one
 on every augmented batch (online distillation, ser_jax/distillation.py). One CNN-BiLSTM's cost at
 inference, the pair's accuracy: on RAVDESS's six validation rounds +4.6 UA over the plain recipe (up
-on all six) and +2.0 over the same student at 60 epochs; in 6-fold speaker CV (refit) 65.3 over two
-seeds, +3.0 over the plain recipe (docs/results/accuracy.md, sessions 39-42).
+on all six) and +2.0 over the same student at 60 epochs; in 6-fold speaker CV (refit) 65.5 over three
+seeds (65.9 for this very command, one per fold), +2.4 to +3.0 over the plain recipe's same seeds
+(docs/results/accuracy.md, sessions 39-42).
 
     python -m ser_jax.main --config configs/cnn_bilstm.py --workdir runs/ravdess \\
         --config.data.corpus=ravdess --config.data.source_dir=/path/to/RAVDESS
