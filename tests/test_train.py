@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from data_prep.corpora import synthetic
 from ser_jax.config_files import load_py
 from ser_jax.features import FeatureConfig
-from ser_jax import branches, checkpoints, distillation, ensemble, evaluate, train, warping
+from ser_jax import branches, checkpoints, compare, distillation, ensemble, evaluate, train, warping
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
 from ser_jax.trained_model import TrainedModel
@@ -726,7 +726,7 @@ def test_the_recommended_config_trains_the_plain_recipe_and_the_cnn_only_model_a
     with config.unlocked():
         config.seed = 2
         config.data.update(corpus="ravdess", folds=6, test_fold=3, refit=True)
-        config.distill.teacher_workdir = "cv/teachers/fold{test_fold}"
+        compare._override(config, "distill.teacher_workdir=cv/teachers/fold{test_fold}")  # A path, taken as text.
     runs = train.teacher_runs(config, "cv/student")
     assert [w for _, w in runs] == ["cv/teachers/fold3/cnn_bilstm_plain_seed2", "cv/teachers/fold3/cnn_only_seed3"]
     (bilstm, _), (cnn, _) = runs
