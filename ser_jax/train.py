@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 from ser_jax import (augment, auxiliary_task, branches, checkpoints, config_files, datasets, distillation,
-                     input_pipeline, mesh, metrics, model_info, speaker_adversary)
+                     host_memory, input_pipeline, mesh, metrics, model_info, side_by_side, speaker_adversary)
 from ser_jax.evaluate import Evaluator
 from ser_jax.features import FeatureConfig
 from ser_jax.metric_writers import MetricWriter
@@ -348,8 +348,12 @@ def _train_loop(steps, state, train_iter, val_data, mngr, writer, config, class_
             progress.set_postfix(loss=f"{m['train/loss']:.3f}")
             t0, n0 = time.perf_counter(), step
         if step % steps_per_epoch == 0 or step == total_steps:
-            last = _validate(steps, state, val_data, config, class_names)
-            writer.write(step, {**last, "epoch": -(-step // steps_per_epoch)})
+            epoch = -(-step // steps_per_epoch)
+            # Every epoch is checkpointed (to resume); one without validation figures is kept only while
+            # it is the latest, so the best-k checkpoints are chosen among the validated epochs.
+            validated = epoch % config.train.eval_every_epochs == 0 or step == total_steps
+            last = _validate(steps, state, val_data, config, class_names) if validated else {}
+            writer.write(step, {**last, "epoch": epoch})
             _save(mngr, step, state, train_iter, {checkpoints.BEST_METRIC: last["val/ua"]} if last else None)
         elif config.train.checkpoint_every_steps and step % config.train.checkpoint_every_steps == 0:
             _save(mngr, step, state, train_iter)
@@ -399,20 +403,58 @@ def teacher_runs(config: ml_collections.ConfigDict, workdir: str) -> list[tuple[
             teacher.data.data_dir = config.data.data_dir or os.path.join(workdir, "data")
             teacher.features = ml_collections.ConfigDict(config.features.to_dict())
             teacher.seed = config.seed + i
+            if d.teacher_checkpoint == "latest":  # The student reads its last checkpoint: validated once, at the end.
+                teacher.train.eval_every_epochs = teacher.train.num_epochs
         name = os.path.splitext(os.path.basename(path))[0]
         runs.append((teacher, os.path.join(root, f"{name}_seed{teacher.seed}")))
     return runs
+
+
+def _train_teacher(config: dict, workdir: str) -> None:
+    """A teacher's run in a process of its own: the host-memory setting main() makes, then the run."""
+    host_memory.retain_freed_memory()
+    train_and_evaluate(ml_collections.ConfigDict(config), workdir)
+
+
+def train_teachers(teachers: list[tuple[ml_collections.ConfigDict, str]], processes: int) -> None:
+    """Trains (or resumes, or reads back) each (config, workdir) of `teacher_runs`.
+
+    On a single-process CPU run with `processes` > 1, up to that many train side by side in processes
+    of their own (`ser_jax.side_by_side`), each logging to `<its workdir>/train.log`: a run leaves
+    part of a CPU idle, and the teachers need nothing of each other. Elsewhere (an accelerator, which
+    one run already fills, or a multi-host job) one after the other, here."""
+    n = len(teachers)
+    if processes > 1 and n > 1 and jax.process_count() == 1 and jax.default_backend() == "cpu":
+        # The teachers read the same datasets: any that the run prepares, it prepares here, once, first.
+        datasets.training_data(*teachers[0])
+        logs = [os.path.join(teacher_dir, "train.log") for _, teacher_dir in teachers]
+        for log in logs:
+            os.makedirs(os.path.dirname(log), exist_ok=True)
+        print(f"Training {n} teachers side by side, {min(processes, n)} at a time, each in a process of its own "
+              f"logging to its train.log: {', '.join(teacher_dir for _, teacher_dir in teachers)}")
+
+        def done(i: int) -> None:
+            print(f"Teacher {i + 1} of {n} done: {' '.join(side_by_side.log_tail(logs[i], 1))}")
+
+        side_by_side.run(_train_teacher, [(teacher.to_dict(), teacher_dir) for teacher, teacher_dir in teachers],
+                         logs, processes=processes, on_done=done)
+        return
+    for i, (teacher, teacher_dir) in enumerate(teachers, 1):
+        print(f"Teacher {i} of {n}: {teacher_dir}")
+        train_and_evaluate(teacher, teacher_dir)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (resuming from the workdir's latest checkpoint if any); returns the last validation metrics.
 
     With `distill.teacher_configs`, the teachers train first (each resuming too; a finished one is
-    only read back), then this run learns from them online, as with `distill.teacher_models`."""
+    only read back; on a CPU side by side, `train_teachers`), then this run learns from them online, as
+    with `distill.teacher_models`."""
+    if config.train.eval_every_epochs < 1:
+        raise ValueError(f"train.eval_every_epochs counts epochs between validations (1: every epoch), got "
+                         f"{config.train.eval_every_epochs!r}")
     if teachers := teacher_runs(config, workdir):
-        for i, (teacher, teacher_dir) in enumerate(teachers, 1):
-            print(f"Teacher {i} of {len(teachers)}: {teacher_dir}")
-            train_and_evaluate(teacher, teacher_dir)
+        train_teachers(teachers, config.distill.teacher_processes)
         config = ml_collections.ConfigDict(config.to_dict())
         config.distill.teacher_models = ",".join(teacher_dir for _, teacher_dir in teachers)
         config.distill.teacher_configs = ""

@@ -8,11 +8,11 @@ import pathlib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Modules that import nothing else of ours: both data_prep and every part of ser_jax build on them.
 LEAVES = {"ser_jax/features.py", "ser_jax/audio.py", "ser_jax/dataset_format.py", "ser_jax/tables.py",
-          "ser_jax/host_memory.py", "ser_jax/xla_cpu.py"}
+          "ser_jax/host_memory.py", "ser_jax/xla_cpu.py", "ser_jax/side_by_side.py"}
 PREPARES_ON_DEMAND = "ser_jax/datasets.py"  # The one place a training run calls data_prep.
 # ser_jax's layers, lowest first; a module imports from its own layer or lower ones (README, Layout).
 LAYERS = {
-    "leaves": ["features", "audio", "dataset_format", "tables", "host_memory", "xla_cpu"],
+    "leaves": ["features", "audio", "dataset_format", "tables", "host_memory", "xla_cpu", "side_by_side"],
     "inference": ["classify", "predictor", "pretrained", "trained_model", "checkpoints", "model_info", "mesh",
                   "batching", "config_files", "models", "streaming", "export", "serving", "predict", "serve", "warping"],
     "evaluation": ["evaluate", "input_pipeline", "metrics", "reports", "metric_writers", "ensemble", "paired"],

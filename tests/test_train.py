@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from data_prep.corpora import synthetic
 from ser_jax.config_files import load_py
 from ser_jax.features import FeatureConfig
-from ser_jax import branches, checkpoints, compare, distillation, ensemble, evaluate, train, warping
+from ser_jax import branches, checkpoints, compare, distillation, ensemble, evaluate, side_by_side, train, warping
 from ser_jax.mesh import make_mesh
 from ser_jax.model_info import ModelInfo
 from ser_jax.trained_model import TrainedModel
@@ -658,7 +658,7 @@ def get_config():
     c = get_base_config()
     c.model.update(channels=(8,), lstm_hidden={lstm_hidden}, attention_heads=2, attention_dim=8)
     c.optim.warmup_steps = 2
-    c.train.update(batch_size=8, eval_batch_size=16, num_epochs=1, log_every_steps=2, keep_best=1)
+    c.train.update(batch_size=8, eval_batch_size=16, num_epochs=2, log_every_steps=2, keep_best=1)
     c.distill.teacher_models = {teacher_models!r}
     return c
 """
@@ -675,21 +675,39 @@ def _run_record(workdir: str) -> tuple:
         return sorted(os.listdir(os.path.join(workdir, "checkpoints"))), f.read()
 
 
-def test_a_run_trains_its_teachers_first_then_learns_from_them(tmp_path, data_dir, reference_run):
-    config = tiny_config(data_dir)
+def test_a_run_trains_its_teachers_first_then_learns_from_them(tmp_path, reference_run):
+    # No data_dir: the corpus is prepared in <workdir>/data, once, before the teachers start side by side.
+    config = tiny_config("")
     bilstm, cnn = _teacher_file(tmp_path / "tiny_bilstm.py"), _teacher_file(tmp_path / "tiny_cnn.py", lstm_hidden=0)
     with config.unlocked():
         config.distill.teacher_configs = f"{bilstm},{cnn}"
     workdir = str(tmp_path / "student")
     train.train_and_evaluate(config, workdir)
+    prepared = os.path.join(workdir, "data")
 
     teachers = [os.path.join(workdir, "teachers", name) for name in ("tiny_bilstm_seed0", "tiny_cnn_seed1")]
+    last = 2 * STEPS_PER_EPOCH
     for teacher, seed, lstm_hidden in zip(teachers, (0, 1), (12, 0)):
         saved = json.load(open(os.path.join(teacher, "config.json")))
-        assert (saved["seed"], saved["model"]["lstm_hidden"], saved["train"]["num_epochs"]) == (seed, lstm_hidden, 1)
+        assert (saved["seed"], saved["model"]["lstm_hidden"], saved["train"]["num_epochs"]) == (seed, lstm_hidden, 2)
         # The student's data and features, whatever the teacher's file says.
-        assert saved["data"] == config.data.to_dict() and saved["features"] == config.features.to_dict()
-        assert TrainedModel.load(teacher).step == STEPS_PER_EPOCH
+        assert saved["data"] == {**config.data.to_dict(), "data_dir": prepared}
+        assert saved["features"] == config.features.to_dict()
+        assert TrainedModel.load(teacher).step == last
+        # Read at its last checkpoint, a teacher validates once, at the end; the unvalidated epoch's
+        # checkpoint went when the next came.
+        with open(os.path.join(teacher, "metrics.jsonl")) as f:
+            assert [r["step"] for r in map(json.loads, f) if "val/ua" in r] == [last]
+        assert os.listdir(os.path.join(teacher, "checkpoints")) == [str(last)]
+        # Trained side by side in a process of its own, which logged there.
+        assert side_by_side.log_tail(os.path.join(teacher, "train.log"), 1)[0].startswith(
+            f"Validation after {last} steps")
+    # The same teacher trained here, in this process, is the same model to the last bit.
+    first, _ = train.teacher_runs(config, workdir)[0]
+    train.train_and_evaluate(first, str(tmp_path / "in_process"))
+    assert _train_losses(str(tmp_path / "in_process")) == _train_losses(teachers[0])
+    here, there = (TrainedModel.load(w, "latest").variables for w in (str(tmp_path / "in_process"), teachers[0]))
+    jax.tree.map(np.testing.assert_array_equal, here, there)
     student = json.load(open(os.path.join(workdir, "config.json")))["distill"]
     assert (student["teacher_models"], student["teacher_configs"]) == (",".join(teachers), "")
     # The reference run's initialisation, batches and draws: only the teachers' targets move the first loss.
@@ -716,6 +734,11 @@ def test_teachers_that_cannot_be_trained_here_are_refused_before_anything_trains
         config.distill.update(teacher_configs=plain, teacher_models="runs/t")
     with pytest.raises(ValueError, match="set one"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
+    with config.unlocked():
+        config.distill.update(teacher_configs=plain, teacher_models="")
+        config.train.eval_every_epochs = 0
+    with pytest.raises(ValueError, match="train.eval_every_epochs counts epochs"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run")
 
 
@@ -733,6 +756,9 @@ def test_the_recommended_config_trains_the_plain_recipe_and_the_cnn_only_model_a
     assert (bilstm.model.lstm_hidden, cnn.model.lstm_hidden) == (48, 0)
     # The teachers keep their own schedule (the student trains twice as long) and learn from labels alone.
     assert (bilstm.train.num_epochs, cnn.train.num_epochs, config.train.num_epochs) == (60, 60, 120)
+    # Read at their last checkpoints, the teachers validate at the end alone; the student every 4 epochs.
+    assert (bilstm.train.eval_every_epochs, cnn.train.eval_every_epochs, config.train.eval_every_epochs) == (60, 60, 4)
+    assert config.distill.teacher_processes == 2
     assert not (bilstm.distill.teacher_configs or cnn.distill.teacher_configs)
     assert bilstm.data.data_dir == "cv/student/data"  # Where the student prepares its corpus when data_dir is empty.
     assert {k: v for k, v in cnn.data.items() if k != "data_dir"} == {
