@@ -19,6 +19,7 @@ _TAIL_LINES = 12  # Of a failed job's log, in the error that reports it.
 
 def _logged(fn: Callable, args: tuple, log: str) -> None:
     """A job's process: everything it prints (Python's and the C++ libraries' alike) goes to its log."""
+    os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
     with open(log, "a") as f:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -58,7 +59,8 @@ def run(fn: Callable, jobs: Sequence[tuple], logs: Sequence[str], *, processes: 
                     continue
                 del running[i]
                 if process.exitcode != 0:
-                    tail = "\n".join("    " + line for line in log_tail(logs[i]))
+                    lines = log_tail(logs[i]) if os.path.exists(logs[i]) else ["(it died before writing its log)"]
+                    tail = "\n".join("    " + line for line in lines)
                     raise RuntimeError(f"{logs[i]}: the job failed (exit code {process.exitcode}); its last lines:\n"
                                        f"{tail}")
                 if on_done:

@@ -428,8 +428,6 @@ def train_teachers(teachers: list[tuple[ml_collections.ConfigDict, str]], proces
         # The teachers read the same datasets: any that the run prepares, it prepares here, once, first.
         datasets.training_data(*teachers[0])
         logs = [os.path.join(teacher_dir, "train.log") for _, teacher_dir in teachers]
-        for log in logs:
-            os.makedirs(os.path.dirname(log), exist_ok=True)
         print(f"Training {n} teachers side by side, {min(processes, n)} at a time, each in a process of its own "
               f"logging to its train.log: {', '.join(teacher_dir for _, teacher_dir in teachers)}")
 
