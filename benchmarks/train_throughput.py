@@ -7,10 +7,12 @@ and, for 1 device, glibc's default and jaxlib's default convolutions (YNNPACK's)
 Each device count runs in its own process (XLA reads the fake-device flag at start-up). With
 --torch_python, the PyTorch peer (../shared/bench/torch_peer.py) runs right after in the same session,
 so the ratio is taken under the same machine load. --model=recipe (the default) times the recipe's model
-and training step as configs/cnn_bilstm_plain.py trains it (configs/cnn_bilstm.py adds its teachers' forward
-passes to the same model's step); --model=peer times the same code configured as the
-peer (its widths, no self-attention, pitch, augmentation or weight average), so the ratio compares equal
-work. Figures go to benchmarks/results/train_throughput[_peer].json.
+and training step as configs/cnn_bilstm_plain.py trains it; with --config=configs/cnn_bilstm.py, the
+recommended student's step: the same model's, plus its teachers' forward passes on each augmented batch
+(teachers built from the config's distill.teacher_configs, with random weights: the cost is the same).
+--model=peer times the same code configured as the peer (its widths, no self-attention, pitch,
+augmentation or weight average), so the ratio compares equal work. Figures go to
+benchmarks/results/train_throughput[_peer].json.
 """
 
 from __future__ import annotations
@@ -46,8 +48,12 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, mo
     import jax
     import numpy as np
 
+    from flax import nnx
+
     from ser_jax import config_files, mesh, train, warping
     from ser_jax.features import FeatureConfig
+    from ser_jax.models import create_model
+    from ser_jax.trained_model import TrainedModel
 
     config = config_files.load_py(config_path)
     if model == "peer":
@@ -57,8 +63,16 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, mo
     features = FeatureConfig(n_mels=mels, pitch=config.features.pitch)
     tx = train.create_optimizer(config.optim, 1000)
     graphdef, state = train.create_train_state(config, num_classes=8, features=features, tx=tx)
+    teacher_configs = [config_files.load_py(p).model.to_dict()
+                       for p in train.teacher_config_paths(config.distill.teacher_configs)]
+    teacher = None
+    if teacher_configs:  # The online teachers, read as one ensemble as training reads them.
+        ensemble = create_model({"name": "ensemble", "members": teacher_configs}, num_classes=8,
+                                n_mels=features.n_mels, prosody=features.prosody_columns, rngs=nnx.Rngs(1))
+        teacher = TrainedModel(None, *nnx.split(ensemble, nnx.Param, nnx.BatchStat), step=0, checkpoint="random")
     steps_fn = train.Steps(mesh.make_mesh(), graphdef, tx, config, num_classes=8,
-                           mel_bins=warping.MelBins.of(features, np.ones(features.dim, np.float32)), total_steps=1000)
+                           mel_bins=warping.MelBins.of(features, np.ones(features.dim, np.float32)), total_steps=1000,
+                           teacher=teacher)
     state = steps_fn.place_state(state)
     rng = np.random.default_rng(0)
     batch_np = {"mel": rng.normal(size=(batch, frames, features.dim)).astype(np.float32),
@@ -66,19 +80,20 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, mo
     data = steps_fn.global_batch(batch_np)
 
     t = time.perf_counter()
-    compiled = steps_fn.train.lower(state, data).compile()
+    state, m = steps_fn.train(state, data)  # The first step compiles.
+    jax.block_until_ready(m)
     compile_s = time.perf_counter() - t
-    for _ in range(2):
-        state, m = compiled(state, data)
+    state, m = steps_fn.train(state, data)
     jax.block_until_ready(m)
     times = []
     for _ in range(steps):
         t = time.perf_counter()
-        state, m = compiled(state, data)
+        state, m = steps_fn.train(state, data)
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
     median = float(np.median(times))
-    return {"model": model, "parameters": sum(x.size for x in jax.tree.leaves(state.params)),
+    return {"model": model, "config": os.path.relpath(config_path, REPO), "teachers": len(teacher_configs),
+            "parameters": sum(x.size for x in jax.tree.leaves(state.params)),
             "devices": jax.device_count(), "host_memory": "retained" if retained else "default",
             "convolutions": convolutions, "batch": batch,
             "frames": frames, "mels": mels, "compile_s": round(compile_s, 2), "step_ms_median": round(1e3 * median, 1),
