@@ -146,10 +146,12 @@ def main():
     results = {"jax": [run_child(d, args) for d in devices] + [run_child(devices[0], args, retain_memory=False),
                                                                  run_child(devices[0], args, xla_convolutions=False)]}
     for r in results["jax"]:
-        print(f"JAX   {r['model']} model ({r['parameters']:,} parameters), {r['devices']} device(s), "
+        teachers = f", its {r['teachers']} teachers' forward passes too" if r["teachers"] else ""
+        print(f"JAX   {r['model']} model of {r['config']} ({r['parameters']:,} parameters{teachers}), "
+              f"{r['devices']} device(s), "
               f"{r['host_memory']} host memory, {r['convolutions']} convolutions: {r['samples_per_s']:7.1f} samples/s "
               f"({r['step_ms_median']:.0f} ms/step at batch {r['batch']}x{r['frames']}x{r['mels']}), "
-              f"compile {r['compile_s']:.1f} s")
+              f"compile and first step {r['compile_s']:.1f} s")
     if args.torch_python:
         results["torch"] = run_torch(args)
         print(f"torch CPU peer: {results['torch']}")
