@@ -108,7 +108,10 @@ def get_base_config() -> ml_collections.ConfigDict:
         # On a single-process CPU run, this many of those teachers train side by side, each in a process
         # of its own logging to <its workdir>/train.log (one run leaves part of a CPU idle); elsewhere,
         # and at 1, one after the other.
-        teacher_processes=2))
+        teacher_processes=2,
+        # True: the student starts from its first online teacher's weights (which must be the student's
+        # architecture) instead of a random initialisation, with a fresh optimiser and schedule.
+        warm_start=False))
     c.augment = ml_collections.ConfigDict(dict(
         speed=0.1,  # >0: play each example up to this much faster or slower (tempo and pitch together).
         vtlp=0.0,  # >0: scale each example's frequencies by up to this much (vocal-tract length).

@@ -25,7 +25,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -85,6 +85,21 @@ def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: Mod
         return members[0]
     configs = [config_files.load_from_workdir(w).model for w in workdirs]
     return trained_model.ensemble(members, configs)[0]
+
+
+def warm_start(spec: str, test_fold: int, checkpoint: str, model_config: Mapping) -> trained_model.TrainedModel:
+    """The first model of `distill.teacher_models`, at `checkpoint`, for a student of `model_config` to
+    start from (`distill.warm_start`): it must be the student's architecture, whose weights it replaces."""
+    workdir = _matches(spec, test_fold, "distill.teacher_models", "training workdir")[0][0]
+    # Compared as JSON holds them (tuples as lists), as the teacher's config.json recorded its own.
+    teacher_model = json.loads(json.dumps(config_files.load_from_workdir(workdir).model.to_dict()))
+    model_config = json.loads(json.dumps(dict(model_config)))
+    if teacher_model != model_config:
+        differs = sorted(k for k in {*teacher_model, *model_config} if teacher_model.get(k) != model_config.get(k))
+        raise ValueError(f"distill.warm_start: the first teacher, {workdir}, is another model than the student "
+                         f"(model.{', model.'.join(differs)} differ); the student starts from its weights, so "
+                         "it must be the same architecture")
+    return trained_model.TrainedModel.load(workdir, checkpoint)
 
 
 def online_targets(graphdef: nnx.GraphDef, variables: dict, mel: jax.Array, lengths: jax.Array,

@@ -507,6 +507,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                           config.distill.teacher_checkpoint, info)
         print(f"Distilling online from {online_teacher.checkpoint} (weight {config.distill.weight}, temperature "
               f"{config.distill.temperature})")
+    if config.distill.warm_start:
+        if not config.distill.teacher_models:
+            raise ValueError("distill.warm_start starts the student from its first online teacher: it needs "
+                             "distill.teacher_models or distill.teacher_configs")
+        start = distillation.warm_start(config.distill.teacher_models, config.data.test_fold,
+                                        config.distill.teacher_checkpoint, config.model.to_dict())
+        # The teacher's averaged weights start the weights and their average; the optimiser starts afresh.
+        state = state.replace(params=jax.tree.map(jnp.copy, start.params),
+                              ema_params=jax.tree.map(jnp.copy, start.params), batch_stats=start.batch_stats)
+        print(f"Starting from the weights of {start.checkpoint}")
     steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names), MelBins.of(features, std),
                   total_steps=total_steps, class_weights=class_weights, prior_offset=info.prior_offset(),
                   teacher=online_teacher)

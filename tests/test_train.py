@@ -651,6 +651,32 @@ def test_online_distillation_run_learns_from_the_teacher(tmp_path, data_dir, ref
     assert TrainedModel.load(workdir).step == NUM_EPOCHS * STEPS_PER_EPOCH
 
 
+def test_a_warm_started_student_starts_from_its_first_teachers_weights(tmp_path, data_dir, reference_run):
+    config = tiny_config(data_dir)
+    with config.unlocked():
+        config.distill.warm_start = True
+    with pytest.raises(ValueError, match="distill.warm_start starts the student from its first online teacher"):
+        train.train_and_evaluate(config, str(tmp_path / "no_teacher"))
+    with config.unlocked():
+        config.distill.teacher_models = f"{reference_run[0]},{reference_run[0]}"
+        config.optim.lr = 0.0  # Nothing moves the weights: they stay where the run started.
+    workdir = str(tmp_path / "warm")
+    train.train_and_evaluate(config, workdir)
+    for started, teacher in zip(params_of(workdir), params_of(reference_run[0]), strict=True):
+        np.testing.assert_allclose(started, teacher, rtol=1e-6, atol=1e-7)
+    with config.unlocked():
+        config.distill.warm_start = False
+    cold = str(tmp_path / "cold")
+    train.train_and_evaluate(config, cold)  # The same run from its random initialisation.
+    assert not all(np.allclose(a, b) for a, b in zip(params_of(cold), params_of(reference_run[0])))
+    with config.unlocked():
+        config.distill.warm_start = True
+        config.model.update(lstm_hidden=8, attention_dim=4)
+    with pytest.raises(ValueError, match=r"the first teacher, .*reference.*, is another model than the student "
+                                         r"\(model.attention_dim, model.lstm_hidden differ\)"):
+        train.train_and_evaluate(config, str(tmp_path / "other_model"))
+
+
 TINY_TEACHER = """from configs.base import get_base_config
 
 
