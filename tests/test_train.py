@@ -780,8 +780,9 @@ def test_the_recommended_config_trains_the_plain_recipe_and_the_cnn_only_model_a
     assert [w for _, w in runs] == ["cv/teachers/fold3/cnn_bilstm_plain_seed2", "cv/teachers/fold3/cnn_only_seed3"]
     (bilstm, _), (cnn, _) = runs
     assert (bilstm.model.lstm_hidden, cnn.model.lstm_hidden) == (48, 0)
-    # The teachers keep their own schedule (the student trains twice as long) and learn from labels alone.
-    assert (bilstm.train.num_epochs, cnn.train.num_epochs, config.train.num_epochs) == (60, 60, 120)
+    # The teachers learn from labels alone; the student starts from the CNN-BiLSTM teacher, the same model.
+    assert (bilstm.train.num_epochs, cnn.train.num_epochs, config.train.num_epochs) == (60, 60, 60)
+    assert config.distill.warm_start and bilstm.model.to_dict() == config.model.to_dict()
     # Read at their last checkpoints, the teachers validate at the end alone; the student every 4 epochs.
     assert (bilstm.train.eval_every_epochs, cnn.train.eval_every_epochs, config.train.eval_every_epochs) == (60, 60, 4)
     assert config.distill.teacher_processes == 2
