@@ -4,14 +4,16 @@ CNN-only model trained on the same data by the same command first and read as on
 CNN-BiLSTM's cost at inference, the pair's accuracy: on RAVDESS's six validation rounds the student of
 120 epochs from scratch was +4.6 UA over the plain recipe (up on all six) and 65.5 in 6-fold speaker CV
 over three seeds; started from its teacher, 60 epochs are level with it on the same rounds (-0.5, up on
-two, level on one) at three quarters of the command's time (docs/results/accuracy.md, sessions 39-44).
+two, level on one) and in the CV (65.7 against 65.9 on the same folds and teachers), at three quarters
+of the command's time (docs/results/accuracy.md, sessions 39-44).
 
     python -m ser_jax.main --config configs/cnn_bilstm.py --workdir runs/ravdess \\
         --config.data.corpus=ravdess --config.data.source_dir=/path/to/RAVDESS
 
 trains runs/ravdess/teachers/cnn_bilstm_plain_seed0 and cnn_only_seed1 (60 epochs each; on a CPU side by
 side, each logging to its train.log), then the student in runs/ravdess (60 epochs from the first teacher's
-weights). Every part resumes. The plain recipe alone, one run: configs/cnn_bilstm_plain.py.
+weights): 8 min 55 s on 2 vCPUs (session 44). Every part resumes. The plain recipe alone, one run:
+configs/cnn_bilstm_plain.py.
 """
 
 from configs.base import get_base_config
