@@ -5,7 +5,9 @@ CNN-BiLSTM's cost at inference, the pair's accuracy: on RAVDESS's six validation
 120 epochs from scratch was +4.6 UA over the plain recipe (up on all six) and 65.5 in 6-fold speaker CV
 over three seeds; started from its teacher, 60 epochs are level with it on the same rounds (-0.5, up on
 two, level on one) and in the CV (65.7 against 65.9 on the same folds and teachers), at three quarters
-of the command's time (docs/results/accuracy.md, sessions 39-44).
+of the command's time. This command, whole, scores 63.6 over three seeds (65.7, 62.7, 62.3): the student
+ends about 2 points above the CNN-BiLSTM teacher it starts from, whose seed carries over
+(docs/results/accuracy.md, sessions 39-45).
 
     python -m ser_jax.main --config configs/cnn_bilstm.py --workdir runs/ravdess \\
         --config.data.corpus=ravdess --config.data.source_dir=/path/to/RAVDESS
