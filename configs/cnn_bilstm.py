@@ -1,7 +1,7 @@
 """The recommended CNN-BiLSTM: the recipe (configs/base.py) trained towards two teachers, a CNN-BiLSTM and a
 CNN-only model trained on the same data by the same command first and read as one on every augmented batch
 (online distillation, ser_jax/distillation.py), starting from the CNN-BiLSTM teacher's weights. One
-CNN-BiLSTM's cost at inference, the pair's accuracy: on RAVDESS's six validation rounds the student of
+CNN-BiLSTM's cost at inference: on RAVDESS's six validation rounds the student of
 120 epochs from scratch was +4.6 UA over the plain recipe (up on all six) and 65.5 in 6-fold speaker CV
 over three seeds; started from its teacher, 60 epochs are level with it on the same rounds (-0.5, up on
 two, level on one) and in the CV (65.7 against 65.9 on the same folds and teachers), at three quarters
