@@ -111,7 +111,10 @@ def get_base_config() -> ml_collections.ConfigDict:
         teacher_processes=2,
         # True: the student starts from its first online teacher's weights (which must be the student's
         # architecture) instead of a random initialisation, with a fresh optimiser and schedule.
-        warm_start=False))
+        warm_start=False,
+        # < 1: the warm start is this much of the teacher's weights and the rest of the student's own random
+        # initialisation ("shrink and perturb", Ash & Adams, 2020): a start less committed to one teacher.
+        warm_start_keep=1.0))
     c.augment = ml_collections.ConfigDict(dict(
         speed=0.1,  # >0: play each example up to this much faster or slower (tempo and pitch together).
         vtlp=0.0,  # >0: scale each example's frequencies by up to this much (vocal-tract length).

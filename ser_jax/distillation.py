@@ -102,6 +102,15 @@ def warm_start(spec: str, test_fold: int, checkpoint: str, model_config: Mapping
     return trained_model.TrainedModel.load(workdir, checkpoint)
 
 
+def shrink_and_perturb(teacher: dict, initial: dict, keep: float) -> dict:
+    """`keep` of the teacher's weights plus the rest of a fresh initialisation's, leaf by leaf (Ash &
+    Adams, 2020): a warm start that keeps the teacher's features but not all of its commitment to
+    them, so the student can move further towards the pair it learns from."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"distill.warm_start_keep must be in (0, 1], got {keep}")
+    return jax.tree.map(lambda t, i: keep * t + (1 - keep) * i, teacher, initial)
+
+
 def online_targets(graphdef: nnx.GraphDef, variables: dict, mel: jax.Array, lengths: jax.Array,
                    temperature: float) -> jax.Array:
     """The teacher's class probabilities for a batch as the student sees it, softened by `temperature`

@@ -514,9 +514,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         start = distillation.warm_start(config.distill.teacher_models, config.data.test_fold,
                                         config.distill.teacher_checkpoint, config.model.to_dict())
         # The teacher's averaged weights start the weights and their average; the optimiser starts afresh.
-        state = state.replace(params=jax.tree.map(jnp.copy, start.params),
-                              ema_params=jax.tree.map(jnp.copy, start.params), batch_stats=start.batch_stats)
-        print(f"Starting from the weights of {start.checkpoint}")
+        params = distillation.shrink_and_perturb(start.params, state.params, config.distill.warm_start_keep)
+        state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params),
+                              batch_stats=start.batch_stats)
+        kept = f"{config.distill.warm_start_keep:g} of " if config.distill.warm_start_keep < 1 else ""
+        print(f"Starting from {kept}the weights of {start.checkpoint}")
     steps = Steps(mesh.make_mesh(), graphdef, tx, config, len(class_names), MelBins.of(features, std),
                   total_steps=total_steps, class_weights=class_weights, prior_offset=info.prior_offset(),
                   teacher=online_teacher)

@@ -670,7 +670,17 @@ def test_a_warm_started_student_starts_from_its_first_teachers_weights(tmp_path,
     train.train_and_evaluate(config, cold)  # The same run from its random initialisation.
     assert not all(np.allclose(a, b) for a, b in zip(params_of(cold), params_of(reference_run[0])))
     with config.unlocked():
-        config.distill.warm_start = True
+        config.distill.update(warm_start=True, warm_start_keep=0.0)
+    with pytest.raises(ValueError, match=r"distill.warm_start_keep must be in \(0, 1\], got 0.0"):
+        train.train_and_evaluate(config, str(tmp_path / "nothing_kept"))
+    with config.unlocked():
+        config.distill.warm_start_keep = 0.25
+    shrunk = str(tmp_path / "shrunk")
+    train.train_and_evaluate(config, shrunk)  # A quarter of the teacher, the rest the cold run's start.
+    for started, teacher, initial in zip(params_of(shrunk), params_of(reference_run[0]), params_of(cold), strict=True):
+        np.testing.assert_allclose(started, 0.25 * teacher + 0.75 * initial, rtol=1e-5, atol=1e-6)
+    with config.unlocked():
+        config.distill.warm_start_keep = 1.0
         config.model.update(lstm_hidden=8, attention_dim=4)
     with pytest.raises(ValueError, match=r"the first teacher, .*reference.*, is another model than the student "
                                          r"\(model.attention_dim, model.lstm_hidden differ\)"):
