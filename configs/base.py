@@ -101,6 +101,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         # Online, instead of teachers: training workdirs (comma-separated, globs, "{test_fold}") whose
         # models, at teacher_checkpoint and read as one, score every augmented training batch.
         teacher_models="", teacher_checkpoint="latest",
+        # Comma-separated, one per online teacher in teacher_models' (or teacher_configs') order: each one's
+        # share of their mean probabilities ("": equal). 0 leaves a teacher unread (still the warm start).
+        teacher_weights="",
         # Or config files (comma-separated) of teachers this run trains first, on its own data with seeds
         # seed, seed + 1, ..., in teacher_workdir (empty: <workdir>/teachers; "{test_fold}" filled in),
         # then learns from online as from teacher_models: one command for a student and its teachers.

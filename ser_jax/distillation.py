@@ -66,9 +66,12 @@ def _matches(spec: str, test_fold: int, setting: str, what: str) -> list[list[st
     return found
 
 
-def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: ModelInfo) -> trained_model.TrainedModel:
+def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: ModelInfo,
+                        weights: str = "") -> trained_model.TrainedModel:
     """The models of `distill.teacher_models` (training workdirs: comma-separated paths or globs, with
-    "{test_fold}"), each at `checkpoint`, as one model: several are read as their ensemble.
+    "{test_fold}"), each at `checkpoint`, as one model: several are read as their ensemble, each
+    weighted by its entry of `weights` (`distill.teacher_weights`: comma-separated, one per workdir;
+    empty: equal). A teacher of weight 0 is not read at all: it can still be the warm start.
 
     They must read the student's inputs as it does (its classes in its order, its feature settings,
     its normalisation statistics, which come from the training data): a teacher trained on other data
@@ -76,6 +79,11 @@ def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: Mod
     """
     workdirs = [w for matches in _matches(spec, test_fold, "distill.teacher_models", "training workdir")
                 for w in matches]
+    shares = [float(w) for w in weights.split(",")] if weights.strip() else [1.0] * len(workdirs)
+    if len(shares) != len(workdirs) or min(shares) < 0 or max(shares) <= 0:
+        raise ValueError(f"distill.teacher_weights={weights!r} must give each of the {len(workdirs)} online "
+                         f"teachers ({', '.join(workdirs)}) a weight >= 0, at least one of them > 0")
+    workdirs, shares = zip(*[(w, s) for w, s in zip(workdirs, shares) if s > 0])
     members = [trained_model.TrainedModel.load(w, checkpoint) for w in workdirs]
     for member in members:
         if differs := trained_model.input_difference(member.info, student):
@@ -84,7 +92,7 @@ def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: Mod
     if len(members) == 1:
         return members[0]
     configs = [config_files.load_from_workdir(w).model for w in workdirs]
-    return trained_model.ensemble(members, configs)[0]
+    return trained_model.ensemble(members, configs, shares if len(set(shares)) > 1 else ())[0]
 
 
 def warm_start(spec: str, test_fold: int, checkpoint: str, model_config: Mapping) -> trained_model.TrainedModel:

@@ -504,7 +504,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     online_teacher = None
     if config.distill.teacher_models:
         online_teacher = distillation.load_online_teacher(config.distill.teacher_models, config.data.test_fold,
-                                                          config.distill.teacher_checkpoint, info)
+                                                          config.distill.teacher_checkpoint, info,
+                                                          config.distill.teacher_weights)
         print(f"Distilling online from {online_teacher.checkpoint} (weight {config.distill.weight}, temperature "
               f"{config.distill.temperature})")
     if config.distill.warm_start:

@@ -65,9 +65,10 @@ class TrainedModel:
                    os.path.join(str(mngr.directory), str(step)))
 
 
-def ensemble(members: Sequence[TrainedModel], model_configs: Sequence[Mapping]) -> tuple[TrainedModel, dict]:
-    """One model whose probabilities are the mean of the members' (`ser_jax.models.ensemble`), and its
-    model config.
+def ensemble(members: Sequence[TrainedModel], model_configs: Sequence[Mapping],
+             weights: Sequence[float] = ()) -> tuple[TrainedModel, dict]:
+    """One model whose probabilities are the mean of the members' (`ser_jax.models.ensemble`; weighted
+    by `weights`, one per member, when given), and its model config.
 
     The members must be trained on the same data and read the same way: one label set, feature
     settings, normalisation statistics, test-time speeds and prior correction serve them all, so any
@@ -83,6 +84,8 @@ def ensemble(members: Sequence[TrainedModel], model_configs: Sequence[Mapping]) 
             raise ValueError(f"{member.checkpoint} cannot join an ensemble with {first.checkpoint}: it differs in "
                              f"its {difference}; members must be trained on the same data and read the same way")
     config = {"name": "ensemble", "members": [dict(c) for c in model_configs]}
+    if weights:
+        config["weights"] = [float(w) for w in weights]
     graphdef, params, batch_stats = abstract_model(config, first.info)
     for state, field in ((params, "params"), (batch_stats, "batch_stats")):
         nnx.replace_by_pure_dict(state, {"members": {i: nnx.to_pure_dict(getattr(m, field))

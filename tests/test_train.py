@@ -651,6 +651,31 @@ def test_online_distillation_run_learns_from_the_teacher(tmp_path, data_dir, ref
     assert TrainedModel.load(workdir).step == NUM_EPOCHS * STEPS_PER_EPOCH
 
 
+def test_online_teachers_are_weighted_and_a_teacher_of_weight_zero_is_not_read(tmp_path, data_dir, reference_run):
+    config = tiny_config(data_dir)
+    with config.unlocked():
+        config.seed = 1
+    other = str(tmp_path / "seed1")
+    train.train_and_evaluate(config, other)  # A second teacher of the same data, another model.
+    first, info = reference_run[0], ModelInfo.load(reference_run[0])
+    mel = np.random.default_rng(0).normal(size=(4, 100, info.features.dim)).astype(np.float32)
+    lengths = np.array([100, 80, 60, 40], np.int32)
+
+    def probabilities(weights: str) -> np.ndarray:
+        teacher = distillation.load_online_teacher(f"{first},{other}", 0, "latest", info, weights)
+        return np.asarray(distillation.online_targets(teacher.graphdef, teacher.variables, mel, lengths, 1.0))
+
+    alone = [probabilities(w) for w in ("1,0", "0,2")]
+    assert not np.allclose(*alone, atol=1e-3)
+    np.testing.assert_allclose(probabilities("1,3"), 0.25 * alone[0] + 0.75 * alone[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probabilities(""), (alone[0] + alone[1]) / 2, rtol=1e-5, atol=1e-6)
+    only_second = distillation.load_online_teacher(f"{first},{other}", 0, "latest", info, "0,1")
+    assert only_second.checkpoint == TrainedModel.load(other).checkpoint  # The first is not even loaded.
+    for bad in ("1", "1,-1", "0,0"):
+        with pytest.raises(ValueError, match=r"distill.teacher_weights=.* must give each of the 2 online teachers"):
+            distillation.load_online_teacher(f"{first},{other}", 0, "latest", info, bad)
+
+
 def test_a_warm_started_student_starts_from_its_first_teachers_weights(tmp_path, data_dir, reference_run):
     config = tiny_config(data_dir)
     with config.unlocked():
