@@ -501,13 +501,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.distill.teachers and config.distill.teacher_models:
         raise ValueError("distill.teachers (predictions files) and distill.teacher_models (trained models read "
                          "online) are two ways to distil: set one")
+    if config.distill.teacher_weights and not config.distill.teacher_models:
+        raise ValueError(f"distill.teacher_weights={config.distill.teacher_weights!r} weights online teachers: it "
+                         "needs distill.teacher_models or distill.teacher_configs")
+    if config.distill.warm_start_keep != 1 and not config.distill.warm_start:
+        raise ValueError(f"distill.warm_start_keep={config.distill.warm_start_keep} shapes the warm start: it needs "
+                         "distill.warm_start=True")
     online_teacher = None
     if config.distill.teacher_models:
         online_teacher = distillation.load_online_teacher(config.distill.teacher_models, config.data.test_fold,
                                                           config.distill.teacher_checkpoint, info,
                                                           config.distill.teacher_weights)
+        shares = f", teacher weights {config.distill.teacher_weights}" if config.distill.teacher_weights else ""
         print(f"Distilling online from {online_teacher.checkpoint} (weight {config.distill.weight}, temperature "
-              f"{config.distill.temperature})")
+              f"{config.distill.temperature}{shares})")
     if config.distill.warm_start:
         if not config.distill.teacher_models:
             raise ValueError("distill.warm_start starts the student from its first online teacher: it needs "

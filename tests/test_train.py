@@ -679,7 +679,16 @@ def test_online_teachers_are_weighted_and_a_teacher_of_weight_zero_is_not_read(t
 def test_a_warm_started_student_starts_from_its_first_teachers_weights(tmp_path, data_dir, reference_run):
     config = tiny_config(data_dir)
     with config.unlocked():
-        config.distill.warm_start = True
+        config.distill.warm_start_keep = 0.5
+    with pytest.raises(ValueError, match=r"distill.warm_start_keep=0.5 shapes the warm start: it needs "
+                                         r"distill.warm_start=True"):
+        train.train_and_evaluate(config, str(tmp_path / "no_warm_start"))
+    with config.unlocked():
+        config.distill.update(warm_start=True, warm_start_keep=1.0, teacher_weights="1,1")
+    with pytest.raises(ValueError, match=r"distill.teacher_weights='1,1' weights online teachers"):
+        train.train_and_evaluate(config, str(tmp_path / "no_teacher_to_weigh"))
+    with config.unlocked():
+        config.distill.teacher_weights = ""
     with pytest.raises(ValueError, match="distill.warm_start starts the student from its first online teacher"):
         train.train_and_evaluate(config, str(tmp_path / "no_teacher"))
     with config.unlocked():
