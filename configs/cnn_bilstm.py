@@ -15,8 +15,8 @@ docs/results/accuracy.md, sessions 39-47).
 
 trains runs/ravdess/teachers/cnn_bilstm_plain_seed0 and cnn_only_seed1 (60 epochs each; on a CPU side by
 side, each logging to its train.log), then the student in runs/ravdess (60 epochs from the first teacher's
-weights): 8 min 55 s on 2 vCPUs (session 44). Every part resumes. The plain recipe alone, one run:
-configs/cnn_bilstm_plain.py.
+weights, reading the second alone): 8 min 22 s on 2 vCPUs (session 48). Every part resumes. The plain
+recipe alone, one run: configs/cnn_bilstm_plain.py.
 """
 
 from configs.base import get_base_config
