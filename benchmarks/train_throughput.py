@@ -8,8 +8,9 @@ Each device count runs in its own process (XLA reads the fake-device flag at sta
 --torch_python, the PyTorch peer (../shared/bench/torch_peer.py) runs right after in the same session,
 so the ratio is taken under the same machine load. --model=recipe (the default) times the recipe's model
 and training step as configs/cnn_bilstm_plain.py trains it; with --config=configs/cnn_bilstm.py, the
-recommended student's step: the same model's, plus its teachers' forward passes on each augmented batch
-(teachers built from the config's distill.teacher_configs, with random weights: the cost is the same).
+recommended student's step: the same model's, plus the forward passes of the teachers it reads on each
+augmented batch (built from the config's distill.teacher_configs and teacher_weights, with random weights:
+the cost is the same).
 --model=peer times the same code configured as the peer (its widths, no self-attention, pitch,
 augmentation or weight average), so the ratio compares equal work. Figures go to
 benchmarks/results/train_throughput[_peer].json.
@@ -50,7 +51,7 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, mo
 
     from flax import nnx
 
-    from ser_jax import config_files, mesh, train, warping
+    from ser_jax import config_files, distillation, mesh, train, warping
     from ser_jax.features import FeatureConfig
     from ser_jax.models import create_model
     from ser_jax.trained_model import TrainedModel
@@ -63,13 +64,19 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, mo
     features = FeatureConfig(n_mels=mels, pitch=config.features.pitch)
     tx = train.create_optimizer(config.optim, 1000)
     graphdef, state = train.create_train_state(config, num_classes=8, features=features, tx=tx)
-    teacher_configs = [config_files.load_py(p).model.to_dict()
-                       for p in train.teacher_config_paths(config.distill.teacher_configs)]
+    paths = train.teacher_config_paths(config.distill.teacher_configs)
+    shares = distillation.teacher_shares(config.distill.teacher_weights, paths) if paths else []
+    # The online teachers as training reads them: one of weight 0 is not read, one left is read alone,
+    # several as their (weighted) ensemble.
+    teacher_configs = [config_files.load_py(p).model.to_dict() for p, w in zip(paths, shares) if w > 0]
+    weights = [w for w in shares if w > 0]
     teacher = None
-    if teacher_configs:  # The online teachers, read as one ensemble as training reads them.
-        ensemble = create_model({"name": "ensemble", "members": teacher_configs}, num_classes=8,
-                                n_mels=features.n_mels, prosody=features.prosody_columns, rngs=nnx.Rngs(1))
-        teacher = TrainedModel(None, *nnx.split(ensemble, nnx.Param, nnx.BatchStat), step=0, checkpoint="random")
+    if teacher_configs:
+        spec = (teacher_configs[0] if len(teacher_configs) == 1 else
+                {"name": "ensemble", "members": teacher_configs, "weights": weights if len(set(weights)) > 1 else ()})
+        reader = create_model(spec, num_classes=8, n_mels=features.n_mels, prosody=features.prosody_columns,
+                              rngs=nnx.Rngs(1))
+        teacher = TrainedModel(None, *nnx.split(reader, nnx.Param, nnx.BatchStat), step=0, checkpoint="random")
     steps_fn = train.Steps(mesh.make_mesh(), graphdef, tx, config, num_classes=8,
                            mel_bins=warping.MelBins.of(features, np.ones(features.dim, np.float32)), total_steps=1000,
                            teacher=teacher)
@@ -146,7 +153,8 @@ def main():
     results = {"jax": [run_child(d, args) for d in devices] + [run_child(devices[0], args, retain_memory=False),
                                                                  run_child(devices[0], args, xla_convolutions=False)]}
     for r in results["jax"]:
-        teachers = f", its {r['teachers']} teachers' forward passes too" if r["teachers"] else ""
+        n = r["teachers"]
+        teachers = f", the forward passes of the {n} teacher{'s' if n > 1 else ''} it reads too" if n else ""
         print(f"JAX   {r['model']} model of {r['config']} ({r['parameters']:,} parameters{teachers}), "
               f"{r['devices']} device(s), "
               f"{r['host_memory']} host memory, {r['convolutions']} convolutions: {r['samples_per_s']:7.1f} samples/s "

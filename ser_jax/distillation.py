@@ -66,6 +66,16 @@ def _matches(spec: str, test_fold: int, setting: str, what: str) -> list[list[st
     return found
 
 
+def teacher_shares(weights: str, teachers: Sequence[str]) -> list[float]:
+    """Each online teacher's share of the mean (`distill.teacher_weights`, comma-separated, one per teacher;
+    empty: equal), checked against `teachers` (their names, for the error)."""
+    shares = [float(w) for w in weights.split(",")] if weights.strip() else [1.0] * len(teachers)
+    if len(shares) != len(teachers) or min(shares) < 0 or max(shares) <= 0:
+        raise ValueError(f"distill.teacher_weights={weights!r} must give each of the {len(teachers)} online "
+                         f"teachers ({', '.join(teachers)}) a weight >= 0, at least one of them > 0")
+    return shares
+
+
 def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: ModelInfo,
                         weights: str = "") -> trained_model.TrainedModel:
     """The models of `distill.teacher_models` (training workdirs: comma-separated paths or globs, with
@@ -79,10 +89,7 @@ def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: Mod
     """
     workdirs = [w for matches in _matches(spec, test_fold, "distill.teacher_models", "training workdir")
                 for w in matches]
-    shares = [float(w) for w in weights.split(",")] if weights.strip() else [1.0] * len(workdirs)
-    if len(shares) != len(workdirs) or min(shares) < 0 or max(shares) <= 0:
-        raise ValueError(f"distill.teacher_weights={weights!r} must give each of the {len(workdirs)} online "
-                         f"teachers ({', '.join(workdirs)}) a weight >= 0, at least one of them > 0")
+    shares = teacher_shares(weights, workdirs)
     workdirs, shares = zip(*[(w, s) for w, s in zip(workdirs, shares) if s > 0])
     members = [trained_model.TrainedModel.load(w, checkpoint) for w in workdirs]
     for member in members:
