@@ -26,8 +26,8 @@ def get_config():
     config = get_base_config()
     # The teachers: the plain recipe's CNN-BiLSTM and CNN-only model, seeds seed and seed + 1.
     config.distill.teacher_configs = "configs/cnn_bilstm_plain.py,configs/cnn_only.py"
-    # The student starts where the CNN-BiLSTM teacher ended, then trains the recipe's 60 epochs towards the
-    # pair: on the six validation rounds level with 120 epochs from a random start (-0.5), which beat 60 from
+    # The student starts where the CNN-BiLSTM teacher ended, then trains the recipe's 60 epochs: taught by the
+    # pair, on the six validation rounds level with 120 epochs from a random start (-0.5), which beat 60 from
     # a random start on five rounds of six (+2.0), at three quarters of the command's time.
     config.distill.warm_start = True
     config.train.num_epochs = 60
