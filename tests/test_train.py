@@ -828,7 +828,7 @@ def test_the_recommended_config_trains_the_plain_recipe_and_the_cnn_only_model_a
     assert (bilstm.train.num_epochs, cnn.train.num_epochs, config.train.num_epochs) == (60, 60, 60)
     assert config.distill.warm_start and bilstm.model.to_dict() == config.model.to_dict()
     # It learns from the CNN-only teacher alone: the CNN-BiLSTM teacher is trained for the start, then not read.
-    assert [float(w) for w in config.distill.teacher_weights.split(",")] == [0, 1]
+    assert distillation.teacher_shares(config.distill.teacher_weights, [w for _, w in runs]) == [0, 1]
     # Read at their last checkpoints, the teachers validate at the end alone; the student every 4 epochs.
     assert (bilstm.train.eval_every_epochs, cnn.train.eval_every_epochs, config.train.eval_every_epochs) == (60, 60, 4)
     assert config.distill.teacher_processes == 2
