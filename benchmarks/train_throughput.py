@@ -68,12 +68,12 @@ def measure(batch: int, frames: int, mels: int, steps: int, config_path: str, mo
     shares = distillation.teacher_shares(config.distill.teacher_weights, paths) if paths else []
     # The online teachers as training reads them: one of weight 0 is not read, one left is read alone,
     # several as their (weighted) ensemble.
-    teacher_configs = [config_files.load_py(p).model.to_dict() for p, w in zip(paths, shares) if w > 0]
-    weights = [w for w in shares if w > 0]
+    teacher_configs, weights = distillation.read_teachers([config_files.load_py(p).model.to_dict() for p in paths],
+                                                          shares)
     teacher = None
     if teacher_configs:
         spec = (teacher_configs[0] if len(teacher_configs) == 1 else
-                {"name": "ensemble", "members": teacher_configs, "weights": weights if len(set(weights)) > 1 else ()})
+                {"name": "ensemble", "members": teacher_configs, "weights": weights})
         reader = create_model(spec, num_classes=8, n_mels=features.n_mels, prosody=features.prosody_columns,
                               rngs=nnx.Rngs(1))
         teacher = TrainedModel(None, *nnx.split(reader, nnx.Param, nnx.BatchStat), step=0, checkpoint="random")

@@ -26,6 +26,7 @@ import glob
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,8 @@ from ser_jax.model_info import ModelInfo
 
 # predictions.csv holds probabilities to 6 decimals: a floor keeps log-space softening finite.
 PROBABILITY_FLOOR = 1e-6
+
+T = TypeVar("T")
 
 
 def teacher_files(spec: str, test_fold: int, cross_fitted: bool = False) -> list[list[str]]:
@@ -76,6 +79,14 @@ def teacher_shares(weights: str, teachers: Sequence[str]) -> list[float]:
     return shares
 
 
+def read_teachers(teachers: Sequence[T], shares: Sequence[float]) -> tuple[list[T], tuple[float, ...]]:
+    """The online teachers training reads, those of share > 0, and their ensemble weights: () where the
+    shares are equal, which the ensemble reads as a plain mean."""
+    kept = [(t, s) for t, s in zip(teachers, shares) if s > 0]
+    weights = tuple(s for _, s in kept)
+    return [t for t, _ in kept], weights if len(set(weights)) > 1 else ()
+
+
 def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: ModelInfo,
                         weights: str = "") -> trained_model.TrainedModel:
     """The models of `distill.teacher_models` (training workdirs: comma-separated paths or globs, with
@@ -89,8 +100,7 @@ def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: Mod
     """
     workdirs = [w for matches in _matches(spec, test_fold, "distill.teacher_models", "training workdir")
                 for w in matches]
-    shares = teacher_shares(weights, workdirs)
-    workdirs, shares = zip(*[(w, s) for w, s in zip(workdirs, shares) if s > 0])
+    workdirs, shares = read_teachers(workdirs, teacher_shares(weights, workdirs))
     members = [trained_model.TrainedModel.load(w, checkpoint) for w in workdirs]
     for member in members:
         if differs := trained_model.input_difference(member.info, student):
@@ -99,7 +109,7 @@ def load_online_teacher(spec: str, test_fold: int, checkpoint: str, student: Mod
     if len(members) == 1:
         return members[0]
     configs = [config_files.load_from_workdir(w).model for w in workdirs]
-    return trained_model.ensemble(members, configs, shares if len(set(shares)) > 1 else ())[0]
+    return trained_model.ensemble(members, configs, shares)[0]
 
 
 def warm_start(spec: str, test_fold: int, checkpoint: str, model_config: Mapping) -> trained_model.TrainedModel:
